@@ -1,0 +1,655 @@
+"""The optimizer shell: param groups, lazy state, hooks, closures and state_dict.
+
+The shell does no math. Each algorithm supplies a pure kernel and three small pieces
+of glue (:meth:`Optimizer._init_state`, :meth:`Optimizer._update` and, where torch
+checks something at step time, :meth:`Optimizer._check_group`); everything a user of
+``torch.optim.Optimizer`` relies on lives here once.
+
+A step is all or nothing. It runs in three phases: validate every group and gradient,
+compute every new parameter and state with the pure kernels, then write the results
+back. An error in the first two phases leaves parameters, state and groups exactly as
+they were (torch gives no such guarantee: a failure on the second parameter leaves the
+first one updated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import warnings
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from copy import deepcopy
+from itertools import chain
+from typing import Any, NamedTuple
+
+import array_api_compat
+
+from ..backends import Backend, get_backend
+from ..parameter import Parameter, SparseGrad, _check_grad
+from ._hooks import RemovableHandle, add_hook
+
+__all__ = [
+    "Optimizer",
+    "register_optimizer_step_pre_hook",
+    "register_optimizer_step_post_hook",
+    "required",
+]
+
+
+class _RequiredParameter:
+    """Marks a hyper-parameter that every param group must set (torch's ``required``)."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+_global_optimizer_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+_global_optimizer_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+
+def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
+    """Register ``hook(optimizer, args, kwargs)`` to run before every optimizer's step.
+
+    As in torch, the hook may return ``(new_args, new_kwargs)`` to replace the step's
+    arguments (``args`` includes the optimizer itself). Global pre-hooks run before the
+    optimizer's own.
+    """
+    return add_hook(_global_optimizer_pre_hooks, hook)
+
+
+def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
+    """Register ``hook(optimizer, args, kwargs)`` to run after every optimizer's step.
+
+    Global post-hooks run after the optimizer's own.
+    """
+    return add_hook(_global_optimizer_post_hooks, hook)
+
+
+def _with_step_hooks(step: Callable) -> Callable:
+    """Wrap a ``step`` method so that the global and instance step hooks run around it."""
+    if getattr(step, "hooked", False):
+        return step
+
+    @functools.wraps(step)
+    def hooked_step(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        for pre_hook in chain(_global_optimizer_pre_hooks.values(),
+                              self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(
+                        f"{step} must return None or a tuple of (new_args, new_kwargs), "
+                        f"but got {result}."
+                    )
+                args, kwargs = result
+        out = step(*args, **kwargs)
+        for post_hook in chain(self._optimizer_step_post_hooks.values(),
+                               _global_optimizer_post_hooks.values()):
+            post_hook(self, args, kwargs)
+        return out
+
+    hooked_step.hooked = True  # type: ignore[attr-defined]
+    return hooked_step
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_param(x: Any) -> bool:
+    """Whether ``x`` can be optimized: a :class:`Parameter` or a torch tensor."""
+    return isinstance(x, Parameter) or _is_torch_tensor(x)
+
+
+def _data(p: Any) -> Any:
+    """The array a parameter's values live in (a torch tensor is its own storage)."""
+    return p.data if isinstance(p, Parameter) else p
+
+
+def _is_sparse(grad: Any) -> bool:
+    return isinstance(grad, SparseGrad) or (_is_torch_tensor(grad) and grad.is_sparse)
+
+
+def typename(obj: Any) -> str:
+    """The type name torch prints in its messages (``float``, ``numpy.ndarray``)."""
+    if _is_torch_tensor(obj):
+        return obj.type()
+    module = getattr(obj, "__module__", "") or ""
+    if hasattr(obj, "__qualname__"):
+        qualname = obj.__qualname__
+    elif hasattr(obj, "__name__"):
+        qualname = obj.__name__
+    else:
+        module = type(obj).__module__ or ""
+        qualname = type(obj).__qualname__
+    return qualname if module in ("", "builtins") else f"{module}.{qualname}"
+
+
+def _grad_enabled(enabled: bool) -> contextlib.AbstractContextManager:
+    """torch's grad mode, when torch is loaded; nothing otherwise."""
+    torch = sys.modules.get("torch")
+    return torch.set_grad_enabled(enabled) if torch is not None else contextlib.nullcontext()
+
+
+class _Work(NamedTuple):
+    """One parameter of one step, between validation and write-back."""
+
+    param: Any
+    data: Any
+    grad: Any
+    backend: Backend
+
+
+class Optimizer:
+    """Base class of every portopt optimizer; the same contract as ``torch.optim.Optimizer``.
+
+    Args:
+        params: an iterable of parameters (:class:`portopt.Parameter` or torch
+            tensors), of ``(name, parameter)`` pairs, or of dicts defining param
+            groups. Use ordered collections: a set changes order between runs.
+        defaults: default hyper-parameters, used by groups that do not set them.
+
+    A subclass written as in torch (its own ``step``) works as in torch. The built-in
+    algorithms instead implement three hooks of the shell's step:
+
+    * ``_init_state(data, group)``: the initial state, a NamedTuple whose fields are
+      torch's state keys;
+    * ``_update(data, grad, state, group)``: calls the pure kernel and returns
+      ``(new_data, new_state)``;
+    * ``_check_group(group, work)`` (optional): torch's step-time checks.
+
+    Differences from torch.optim:
+        * A step validates everything before it changes anything, so a failing step
+          leaves parameters, state and groups as they were.
+        * ``load_state_dict`` copies the arrays it loads instead of aliasing them
+          (torch shares tensors between the loaded dict and the optimizer,
+          pytorch/pytorch#196083), and accepts arrays of any backend.
+        * A param group must not mix backends or devices (torch allows several
+          devices in one group); the error comes when the group is added.
+    """
+
+    #: NamedTuple type of one parameter's state (fields = torch's state keys).
+    _state_type: type | None = None
+    #: Keep ``step`` as torch does: a 0-d float32 host scalar of the param's backend.
+    _tensor_step: bool = True
+    #: Group keys filled in when loading a state_dict from an older torch version.
+    _setstate_defaults: dict[str, Any] = {}
+    #: Whether complex parameters are accepted.
+    _supports_complex: bool = True
+    #: Whether sparse gradients are accepted.
+    _supports_sparse_grad: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = _with_step_hooks(cls.__dict__["step"])  # type: ignore[method-assign]
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self._optimizer_step_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+        if _is_param(params) or array_api_compat.is_array_api_obj(params):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors "
+                "or dicts, but got " + typename(params)
+            )
+
+        self.state: defaultdict[Any, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for param_group in param_groups:
+            self.add_param_group(param_group)
+
+    # -- pickling, printing ------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "state": self.state,
+                "param_groups": self.param_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+                     "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+                     "_optimizer_load_state_dict_pre_hooks",
+                     "_optimizer_load_state_dict_post_hooks"):
+            if name not in self.__dict__:
+                setattr(self, name, OrderedDict())
+        self.defaults.setdefault("differentiable", False)
+        for group in self.param_groups:
+            for key, value in self._setstate_defaults.items():
+                group.setdefault(key, value)
+            self._setstate_group(group)
+            if self._tensor_step:
+                # torch converts a `step` saved as a plain number back to its tensor form
+                for p in group["params"]:
+                    st = self.state.get(p)
+                    if st and "step" in st and not array_api_compat.is_array_api_obj(st["step"]):
+                        st["step"] = self._new_step(_data(p), group, float(st["step"]))
+
+    def _setstate_group(self, group: dict[str, Any]) -> None:
+        """Per-class fix-ups of a group after loading (AdamW forces its decay mode)."""
+
+    def __repr__(self) -> str:
+        text = self.__class__.__name__ + " ("
+        for i, group in enumerate(self.param_groups):
+            text += f"\nParameter Group {i}\n"
+            for key in sorted(group.keys()):
+                if key != "params":
+                    text += f"    {key}: {group[key]}\n"
+        return text + ")"
+
+    # -- param groups ------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group to :attr:`param_groups`, filling in :attr:`defaults`.
+
+        Args:
+            param_group: a dict with ``"params"`` (parameters or ``(name, param)``
+                pairs) and optional hyper-parameters for this group.
+
+        Raises:
+            TypeError, ValueError: with torch's messages, for a non-dict, a set of
+                params, a non-parameter, names on some params only, a missing required
+                hyper-parameter, or a parameter already in another group; and (portopt
+                only) for a group that mixes backends or devices.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+
+        params = param_group["params"]
+        if _is_param(params):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a "
+                "list instead."
+            )
+        else:
+            params = list(params)
+
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        tensors = [p[1] if isinstance(p, tuple) else p for p in params]
+        if names and len(names) != len(tensors):
+            raise ValueError(
+                "all optimizer params should be with/without names. Some param names are missing"
+            )
+
+        for p in tensors:
+            if not _is_param(p):
+                hint = ""
+                if array_api_compat.is_array_api_obj(p):
+                    hint = " (wrap arrays in portopt.Parameter, which holds their .grad)"
+                raise TypeError(
+                    "optimizer can only optimize Tensors, but one of the params is "
+                    + typename(p) + hint
+                )
+            if (_is_torch_tensor(p) and not self.defaults.get("differentiable", None)
+                    and not (p.is_leaf or p.retains_grad)):
+                raise ValueError("can't optimize a non-leaf Tensor")
+
+        group = dict(param_group)
+        group["params"] = tensors
+        if names:
+            group["param_names"] = names
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(
+                    "parameter group didn't specify a value of required optimization "
+                    f"parameter {name}"
+                )
+            group.setdefault(name, default)
+
+        self._check_group_backends(group)
+
+        if len(tensors) != len(set(tensors)):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; in "
+                "future, this will cause an error; see "
+                "github.com/pytorch/pytorch/issues/40967 for more information",
+                stacklevel=3,
+            )
+
+        param_set: set[Any] = set()
+        for other in self.param_groups:
+            param_set.update(other["params"])
+            if ("param_names" in group) != ("param_names" in other):
+                which = "with names" if "param_names" in group else "without names"
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {which} to the optimizer"
+                )
+        if not param_set.isdisjoint(tensors):
+            raise ValueError("some parameters appear in more than one parameter group")
+
+        # torch fills the caller's dict in place; do the same, now that nothing can fail
+        param_group.clear()
+        param_group.update(group)
+        self.param_groups.append(param_group)
+
+    def _check_group_backends(self, group: dict[str, Any]) -> None:
+        """Reject a group that mixes backends or devices, or asks for torch-only modes."""
+        first = None
+        for p in group["params"]:
+            data = _data(p)
+            be = get_backend(data)
+            if first is None:
+                first = (p, be, be.device(data))
+                continue
+            _, be0, dev0 = first
+            if type(be) is not type(be0):
+                raise TypeError(
+                    f"a param group must hold arrays of one backend, but this one mixes "
+                    f"{be0.name} and {be.name} arrays; put them in separate param groups"
+                )
+            dev = be.device(data)
+            if dev != dev0:
+                raise ValueError(
+                    f"a param group must hold arrays on one device, but this one mixes "
+                    f"{dev0} and {dev}; put them in separate param groups"
+                )
+        if first is not None:
+            self._check_torch_only_flags(group, first[1])
+
+    def _check_torch_only_flags(self, group: dict[str, Any], be: Backend) -> None:
+        if be.name == "torch":
+            return
+        for flag, why in (("capturable", "CUDA graph capture"),
+                          ("differentiable", "torch autograd")):
+            if group.get(flag):
+                raise RuntimeError(
+                    f"`{flag}=True` needs {why}, which only torch tensors have; it "
+                    f"cannot be used with {be.name} arrays"
+                )
+
+    # -- gradients ---------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of all parameters.
+
+        Args:
+            set_to_none: set ``.grad`` to ``None`` (the default) instead of filling it
+                with zeros. A step skips parameters whose grad is ``None`` but steps
+                those with a zero grad, so the two are not interchangeable.
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                elif _is_torch_tensor(grad):
+                    if grad.grad_fn is not None:
+                        grad.detach_()
+                    else:
+                        grad.requires_grad_(False)
+                    grad.zero_()
+                else:
+                    target = grad.values if isinstance(grad, SparseGrad) else grad
+                    be = get_backend(target)
+                    zeros = be.xp.zeros_like(target)
+                    if be.mutable and be.is_writable(target):
+                        be.assign(target, zeros)
+                    elif isinstance(grad, SparseGrad):
+                        grad.values = zeros
+                    else:
+                        p.grad = zeros
+
+    # -- stepping ----------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step and return the closure's loss (or ``None``).
+
+        Args:
+            closure: re-evaluates the model and returns the loss; it runs first, with
+                torch's autograd enabled when torch is loaded.
+        """
+        if type(self)._update is Optimizer._update:
+            raise NotImplementedError(
+                f"{type(self).__name__} must define step(), or _init_state() and _update()"
+            )
+        loss = None
+        if closure is not None:
+            with _grad_enabled(True):
+                loss = closure()
+        with _grad_enabled(bool(self.defaults.get("differentiable", False))):
+            plan = [self._prepare_group(group) for group in self.param_groups]
+            results = [self._compute_group(group, work)
+                       for group, work in zip(self.param_groups, plan)]
+            for work, new in zip(plan, results):
+                self._commit(work, new)
+        return loss
+
+    def _prepare_group(self, group: dict[str, Any]) -> list[_Work]:
+        """Validate one group for a step: nothing has changed yet when this raises."""
+        work = []
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            data = _data(p)
+            be = get_backend(data)
+            if _is_sparse(grad) and not self._supports_sparse_grad:
+                raise RuntimeError(self._sparse_grad_message())
+            if isinstance(p, Parameter):  # torch checks a tensor's grad on assignment
+                _check_grad(data, grad)
+            if not self._supports_complex and be.is_complex(data):
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support complex parameters"
+                )
+            if be.mutable and not be.is_writable(data):
+                raise ValueError(
+                    f"a parameter of {type(self).__name__} is a read-only {be.name} array; "
+                    "portopt updates parameters in place, so they must be writable"
+                )
+            work.append(_Work(p, data, grad, be))
+        if work:
+            self._check_torch_only_flags(group, work[0].backend)
+            self._check_group(group, work)
+        return work
+
+    def _sparse_grad_message(self) -> str:
+        return f"{type(self).__name__} does not support sparse gradients"
+
+    def _check_group(self, group: dict[str, Any], work: list[_Work]) -> None:
+        """Step-time checks of one group (torch's messages); override where torch has them."""
+
+    def _compute_group(self, group: dict[str, Any], work: list[_Work]) -> list[tuple[Any, Any]]:
+        """New ``(data, state)`` for each parameter of a group, from the pure kernel."""
+        out = []
+        for item in work:
+            saved = self.state.get(item.param)
+            if saved:
+                state = self._state_type._make(saved.get(f) for f in self._state_type._fields)
+            else:
+                state = self._init_state(item.data, group)
+                if self._tensor_step and "step" in state._fields:
+                    state = state._replace(step=self._new_step(item.data, group, 0.0))
+            out.append(self._update(item.data, item.grad, state, group))
+        return out
+
+    def _commit(self, work: list[_Work], results: list[tuple[Any, Any]]) -> None:
+        """Write new values into the parameters and state (cannot fail once validated)."""
+        for item, (new_data, new_state) in zip(work, results):
+            be = item.backend
+            if be.mutable:
+                be.assign(item.data, new_data)
+            else:
+                item.param.data = new_data
+            entries = {k: v for k, v in new_state._asdict().items() if v is not None}
+            if entries or item.param in self.state:
+                self.state[item.param].update(entries)
+
+    def _init_state(self, data: Any, group: dict[str, Any]) -> Any:
+        """The initial state of one parameter (a NamedTuple of torch's state keys)."""
+        raise NotImplementedError
+
+    def _update(self, data: Any, grad: Any, state: Any, group: dict[str, Any]) -> tuple[Any, Any]:
+        """One kernel call: ``(new_data, new_state)`` for one parameter."""
+        raise NotImplementedError
+
+    def _new_step(self, data: Any, group: dict[str, Any], value: float) -> Any:
+        """A fresh ``state["step"]`` in torch's form: a 0-d float32 host scalar."""
+        return get_backend(data).step_scalar(value)
+
+    # -- state_dict --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state in torch's layout.
+
+        Returns:
+            ``{"state": {index: {key: value}}, "param_groups": [group, ...]}``. Indices
+            number the parameters across groups in order; each group holds its
+            hyper-parameters, ``"params"`` (the indices) and ``"param_names"`` when the
+            optimizer was built from named parameters. As in torch, the state values
+            are the optimizer's own arrays, not copies.
+        """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+
+        index: dict[int, int] = {}
+        start = 0
+
+        def pack_group(group: dict[str, Any]) -> dict[str, Any]:
+            nonlocal start
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for i, p in enumerate(group["params"], start):
+                index.setdefault(id(p), i)
+            packed["params"] = [index[id(p)] for p in group["params"]]
+            start += len(packed["params"])
+            return packed
+
+        param_groups = [pack_group(g) for g in self.param_groups]
+        packed_state = {(index[id(k)] if _is_param(k) else k): v for k, v in self.state.items()}
+        state_dict = {"state": packed_state, "param_groups": param_groups}
+
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict made by :meth:`state_dict` here or by torch.optim.
+
+        Arrays of any backend are copied onto each parameter's backend and device;
+        floating values take the parameter's dtype when it is real floating, and
+        ``step`` keeps its own dtype, as in torch. Parameters are matched by position;
+        ``param_names`` in the loaded groups replace the current ones.
+
+        Raises:
+            ValueError: with torch's messages, when the number or sizes of the groups
+                differ. Nothing changes when anything raises.
+        """
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+
+        groups = self.param_groups
+        saved_groups = deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size "
+                "of optimizer's group"
+            )
+
+        id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
+                          chain.from_iterable(g["params"] for g in groups)))
+        flags = {}
+        for g in state_dict["param_groups"]:
+            for i in g["params"]:
+                flags.setdefault(i, (bool(g.get("fused")), bool(g.get("capturable"))))
+
+        state: defaultdict[Any, Any] = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                param = id_map[key]
+                state[param] = self._load_value(_data(param), value, None,
+                                                flags.get(key, (False, False)))
+            else:
+                state[key] = value
+
+        new_groups = []
+        for group, saved in zip(groups, saved_groups):
+            saved["params"] = group["params"]
+            if "param_names" in group and "param_names" not in saved:
+                saved["param_names"] = group["param_names"]
+            new_groups.append(saved)
+        self.__setstate__({"state": state, "param_groups": new_groups})
+
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _load_value(self, data: Any, value: Any, key: Any, flags: tuple[bool, bool]) -> Any:
+        """Copy one loaded state value onto ``data``'s backend by torch's casting rules."""
+        if isinstance(value, dict):
+            return {k: self._load_value(data, v, k, flags) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._load_value(data, v, None, flags) for v in value)
+        if not array_api_compat.is_array_api_obj(value):
+            return value
+        be = get_backend(data)
+        if key == "step":
+            fused, capturable = flags
+            if fused or capturable:
+                return be.convert(value, device=be.device(data), dtype=be.xp.float32)
+            return be.convert_step(value)
+        if be.is_floating(data):
+            return be.convert(value, device=be.device(data), dtype=data.dtype)
+        return be.convert(value, device=be.device(data))
+
+    # -- hook registration -------------------------------------------------------------
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """Register ``hook(optimizer, args, kwargs) -> None or (args, kwargs)`` before step."""
+        return add_hook(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """Register ``hook(optimizer, args, kwargs)`` to run after each step."""
+        return add_hook(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Register ``hook(optimizer)`` to run before :meth:`state_dict` builds its result."""
+        return add_hook(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Register ``hook(optimizer, state_dict) -> state_dict or None`` after :meth:`state_dict`."""
+        return add_hook(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable,
+                                          prepend: bool = False) -> RemovableHandle:
+        """Register ``hook(optimizer, state_dict) -> state_dict or None`` before loading.
+
+        The hook receives a shallow copy of the caller's dict; a dict it returns is
+        loaded instead.
+        """
+        return add_hook(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable,
+                                           prepend: bool = False) -> RemovableHandle:
+        """Register ``hook(optimizer)`` to run after :meth:`load_state_dict`."""
+        return add_hook(self._optimizer_load_state_dict_post_hooks, hook, prepend)
+
+
+Optimizer.step = _with_step_hooks(Optimizer.step)  # type: ignore[method-assign]

@@ -1,0 +1,133 @@
+"""Stochastic gradient descent, optionally with (Nesterov) momentum: torch's ``SGD``."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace
+
+from ._checks import check_fused_available, check_fused_flags, check_one_element, to_scalar
+from ._math import add_scaled, host
+from .optimizer import Optimizer
+
+__all__ = ["SGD", "SGDState", "sgd", "sgd_init"]
+
+
+class SGDState(NamedTuple):
+    """State of one parameter; torch keeps no ``step`` for SGD."""
+
+    momentum_buffer: Any = None  # created on the first step when momentum != 0
+
+
+def sgd_init(param: Any) -> SGDState:
+    """The state before the first step: no momentum buffer yet."""
+    return SGDState()
+
+
+def sgd(param: Any, grad: Any, state: SGDState, *, lr: Any, momentum: float = 0.0,
+        dampening: float = 0.0, weight_decay: Any = 0.0, nesterov: bool = False,
+        maximize: bool = False) -> tuple[Any, SGDState]:
+    r"""One SGD step. Pure: returns ``(new_param, new_state)`` and mutates nothing.
+
+    .. math::
+        \begin{align*}
+        g &\leftarrow \pm\nabla + \lambda\,\theta \\
+        b &\leftarrow \begin{cases} g & \text{first step} \\
+                                    \mu\, b + (1-\tau)\, g & \text{after} \end{cases} \\
+        g &\leftarrow \begin{cases} g + \mu\, b & \text{nesterov} \\ b & \text{otherwise}
+                      \end{cases} \quad (\text{when } \mu \neq 0)\\
+        \theta &\leftarrow \theta - \gamma\, g
+        \end{align*}
+
+    with learning rate :math:`\gamma`, momentum :math:`\mu`, dampening :math:`\tau`
+    (not applied on the first step, as in torch) and weight decay :math:`\lambda`.
+    Complex parameters are stepped in complex arithmetic, as torch does for SGD.
+
+    Args:
+        param: the parameter's values.
+        grad: its gradient, same shape and dtype.
+        state: an :class:`SGDState`.
+        lr: learning rate, a Python number or a 0-d array.
+        momentum, dampening, weight_decay: as in ``torch.optim.SGD``.
+        nesterov: use Nesterov momentum.
+        maximize: ascend instead of descend.
+
+    Returns:
+        ``(new_param, new_state)``.
+    """
+    array_namespace(param, grad)  # one namespace for both, or a TypeError naming them
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        grad = add_scaled(grad, param, host(weight_decay))
+    buf = state.momentum_buffer
+    if momentum != 0:
+        if buf is None:
+            # torch clones the gradient, so the buffer never aliases the caller's array
+            buf = array_namespace(grad).asarray(grad, copy=True)
+        else:
+            # buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+            buf = add_scaled(buf * host(momentum), grad, host(1 - dampening))
+        grad = add_scaled(grad, buf, host(momentum)) if nesterov else buf
+    return add_scaled(param, grad, host(-lr)), SGDState(buf)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent (optionally with momentum), as ``torch.optim.SGD``.
+
+    See :func:`portopt.functional.sgd` for the update rule.
+
+    Args:
+        params: parameters or param groups to optimize.
+        lr: learning rate, a number or a 1-element array (default: 1e-3).
+        momentum: momentum factor (default: 0).
+        dampening: dampening of the momentum (default: 0).
+        weight_decay: L2 penalty, a number or a 1-element array (default: 0).
+        nesterov: Nesterov momentum; needs momentum > 0 and zero dampening.
+        maximize: maximize the objective instead of minimizing it.
+        foreach: accepted for compatibility; portopt chooses its own paths.
+        differentiable: let torch autograd see through the step (torch tensors only).
+        fused: ask for a fused kernel; an error where the backend has none.
+
+    Differences from torch.optim:
+        * ``fused=True`` raises at the first step on backends without a fused SGD
+          kernel (torch has one on CPU and CUDA).
+        * Sparse gradients are not accepted yet.
+        * ``differentiable=True`` raises on non-torch backends.
+    """
+
+    _state_type = SGDState
+    _tensor_step = False
+    _setstate_defaults = {"nesterov": False, "maximize": False, "foreach": None,
+                          "differentiable": False, "fused": False}
+
+    def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: Any = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None) -> None:
+        check_one_element(lr)
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
+                    "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,
+                    "foreach": foreach, "differentiable": differentiable, "fused": fused}
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
+
+    def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
+        check_fused_available("SGD", group, work[0].backend)
+
+    def _init_state(self, data: Any, group: dict[str, Any]) -> SGDState:
+        return sgd_init(data)
+
+    def _update(self, data: Any, grad: Any, state: SGDState,
+                group: dict[str, Any]) -> tuple[Any, SGDState]:
+        return sgd(data, grad, state, lr=to_scalar(group["lr"]), momentum=group["momentum"],
+                   dampening=group["dampening"], weight_decay=to_scalar(group["weight_decay"]),
+                   nesterov=group["nesterov"], maximize=group["maximize"])

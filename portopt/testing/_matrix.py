@@ -1,0 +1,123 @@
+"""Run the whole case table (case x backend x dtype) and write reports of it."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._backends import TestBackend
+from ._cases import OPTIM_CASES, OptimCase
+from ._runner import CaseResult, run_case
+from ._tolerances import TOLERANCES
+
+
+def select_cases(optimizers: Iterable[str] | None = None,
+                 scenarios: Iterable[str] | None = None,
+                 cases: list[OptimCase] | None = None) -> list[OptimCase]:
+    """The cases of the table that match the filters (names compare case-insensitively)."""
+    wanted = {o.lower() for o in optimizers} if optimizers else None
+    scen = set(scenarios) if scenarios else None
+    return [c for c in (OPTIM_CASES if cases is None else cases)
+            if (wanted is None or c.name.lower() in wanted)
+            and (scen is None or c.scenario in scen)]
+
+
+def run_matrix(cases: list[OptimCase], backends: list[TestBackend], dtypes: Iterable[str] | None,
+               *, resync: bool = False,
+               on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Run every case on every backend and dtype; skipped combinations are left out."""
+    dtype_filter = set(dtypes) if dtypes else None
+    results = []
+    for case in cases:
+        for backend in backends:
+            for dtype in case.dtypes:
+                if dtype_filter is not None and dtype not in dtype_filter:
+                    continue
+                result = run_case(case, backend, dtype, resync=resync)
+                if result.skipped:
+                    continue
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+    return results
+
+
+def summarize(results: list[CaseResult]) -> dict[str, Any]:
+    """Counts and worst errors per dtype."""
+    worst: dict[str, dict[str, float | None]] = {}
+    for r in results:
+        w = worst.setdefault(r.dtype, {"rel": 0.0, "ulp": None})
+        w["rel"] = max(w["rel"], r.rel)
+        if r.ulp is not None:
+            w["ulp"] = max(w["ulp"] or 0.0, r.ulp)
+    failed = [r for r in results if not r.passed]
+    return {"total": len(results), "passed": len(results) - len(failed),
+            "failed": len(failed), "worst": worst,
+            "optimizers": sorted({r.case.split("-", 1)[0] for r in results}),
+            "backends": sorted({r.backend for r in results})}
+
+
+def format_row(r: CaseResult) -> str:
+    status = "pass" if r.passed else "FAIL"
+    ulp = "" if r.ulp is None else f"{r.ulp:6.1f} ulp"
+    line = (f"{status}  {r.case:<36} {r.backend:<17} {r.dtype:<10} {r.steps:>3} steps  "
+            f"rel {r.rel:8.2e} {ulp:>10}  {r.seconds:5.2f}s")
+    return line if r.passed else f"{line}\n      {r.message}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    worst = ", ".join(
+        f"{dt} {w['rel']:.2e}" + ("" if w["ulp"] is None else f" ({w['ulp']:.0f} ulp)")
+        for dt, w in sorted(summary["worst"].items())
+    )
+    return (f"{summary['passed']}/{summary['total']} passed, {summary['failed']} failed "
+            f"({len(summary['optimizers'])} optimizers on {', '.join(summary['backends'])}); "
+            f"worst relative error: {worst or 'n/a'}")
+
+
+def _environment() -> dict[str, str]:
+    import numpy
+
+    import portopt
+
+    env = {"portopt": portopt.__version__, "numpy": numpy.__version__,
+           "python": platform.python_version(), "machine": platform.machine()}
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def to_json(results: list[CaseResult]) -> str:
+    return json.dumps({"environment": _environment(), "summary": summarize(results),
+                       "tolerances": {k: vars(v) for k, v in TOLERANCES.items()},
+                       "results": [r.as_dict() for r in results]}, indent=2)
+
+
+def to_markdown(results: list[CaseResult]) -> str:
+    env = _environment()
+    lines = [
+        "# portopt conformance report",
+        "",
+        "Against torch.optim " + env.get("torch", "(torch missing)") + ", CPU, single-tensor path; "
+        + ", ".join(f"{k} {v}" for k, v in env.items() if k != "torch") + ".",
+        "",
+        format_summary(summarize(results)),
+        "",
+        "| result | case | backend | dtype | steps | worst rel. error | worst ULP |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        ulp = "" if r.ulp is None else f"{r.ulp:.1f}"
+        lines.append(f"| {'pass' if r.passed else '**FAIL**'} | {r.case} | {r.backend} | "
+                     f"{r.dtype} | {r.steps} | {r.rel:.2e} | {ulp} |")
+    failures = [r for r in results if not r.passed]
+    if failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- {r.case} on {r.backend} {r.dtype}: {r.message}" for r in failures]
+    return "\n".join(lines) + "\n"
