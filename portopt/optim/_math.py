@@ -6,6 +6,7 @@ Everything here is written against the array's own namespace and returns new arr
 from __future__ import annotations
 
 import math
+import numbers
 import struct
 import sys
 from typing import Any
@@ -144,3 +145,19 @@ def spow(base: Any, exponent: float) -> Any:
     xp = array_api_compat.array_namespace(base)
     return xp.asarray(float(base) ** exponent, dtype=base.dtype,
                       device=array_api_compat.device(base))
+
+
+def as_arrays(xp: Any, *values: Any) -> tuple[Any, ...]:
+    """Kernel outputs as arrays of ``xp`` (``None`` stays ``None``).
+
+    NumPy returns scalars, not 0-d arrays, from arithmetic on 0-d arrays; a kernel
+    promises arrays of its input's namespace whatever the shape.
+    """
+    return tuple(xp.asarray(v) if isinstance(v, numbers.Number) else v for v in values)
+
+
+def detached_copy(x: Any) -> Any:
+    """A copy of ``x`` outside any autograd graph (torch's ``x.detach().clone()``)."""
+    if array_api_compat.is_torch_array(x):
+        return x.detach().clone()
+    return array_api_compat.array_namespace(x).asarray(x, copy=True)

@@ -18,6 +18,7 @@ from ._checks import (
 from ._math import (
     add_scaled,
     addcmul,
+    as_arrays,
     host,
     is_complex,
     lerp,
@@ -132,7 +133,9 @@ def adam(param: Any, grad: Any, state: AdamState, *, lr: Any, beta1: Any, beta2:
         param, exp_avg, exp_avg_sq = map(view_as_complex, (param, exp_avg, exp_avg_sq))
         if amsgrad:
             max_sq = view_as_complex(max_sq)
-    return param, AdamState(step_t, exp_avg, exp_avg_sq, max_sq if amsgrad else None)
+    param, exp_avg, exp_avg_sq, max_sq = as_arrays(
+        xp, param, exp_avg, exp_avg_sq, max_sq if amsgrad else None)
+    return param, AdamState(step_t, exp_avg, exp_avg_sq, max_sq)
 
 
 def _one_minus_in(beta: Any, like: Any) -> Any:
@@ -236,6 +239,9 @@ class Adam(Optimizer):
             raise RuntimeError(
                 "lr as a Tensor is not supported for capturable=False and foreach=True"
             )
+
+    def _sparse_grad_message(self) -> str:
+        return "Adam does not support sparse gradients, please consider SparseAdam instead"
 
     def _current_step(self, item: Any, group: dict[str, Any]) -> Any:
         step = self.state.get(item.param, {}).get("step")

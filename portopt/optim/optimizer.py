@@ -482,7 +482,12 @@ class Optimizer:
                 state = self._init_state(item.data, group)
                 if self._tensor_step and "step" in state._fields:
                     state = state._replace(step=self._new_step(item.data, group, 0.0))
-            out.append(self._update(item.data, item.grad, state, group))
+            data = item.data
+            if group.get("differentiable"):
+                # autograd may keep the current parameter for the backward pass, and the
+                # write-back overwrites it: let the kernel read a copy (torch tensors only)
+                data = data.clone()
+            out.append(self._update(data, item.grad, state, group))
         return out
 
     def _commit(self, work: list[_Work], results: list[tuple[Any, Any]]) -> None:

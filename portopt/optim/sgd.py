@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from ._checks import check_fused_available, check_fused_flags, check_one_element, to_scalar
-from ._math import add_scaled, host
+from ._math import add_scaled, as_arrays, detached_copy, host
 from .optimizer import Optimizer
 
 __all__ = ["SGD", "SGDState", "sgd", "sgd_init"]
@@ -55,7 +55,7 @@ def sgd(param: Any, grad: Any, state: SGDState, *, lr: Any, momentum: float = 0.
     Returns:
         ``(new_param, new_state)``.
     """
-    array_namespace(param, grad)  # one namespace for both, or a TypeError naming them
+    xp = array_namespace(param, grad)  # one namespace for both, or a TypeError naming them
     if maximize:
         grad = -grad
     if weight_decay != 0:
@@ -63,13 +63,14 @@ def sgd(param: Any, grad: Any, state: SGDState, *, lr: Any, momentum: float = 0.
     buf = state.momentum_buffer
     if momentum != 0:
         if buf is None:
-            # torch clones the gradient, so the buffer never aliases the caller's array
-            buf = array_namespace(grad).asarray(grad, copy=True)
+            # a copy, so the buffer never aliases the caller's array; torch also detaches it
+            buf = detached_copy(grad)
         else:
             # buf.mul_(momentum).add_(grad, alpha=1 - dampening)
             buf = add_scaled(buf * host(momentum), grad, host(1 - dampening))
         grad = add_scaled(grad, buf, host(momentum)) if nesterov else buf
-    return add_scaled(param, grad, host(-lr)), SGDState(buf)
+    param, buf = as_arrays(xp, add_scaled(param, grad, host(-lr)), buf)
+    return param, SGDState(buf)
 
 
 class SGD(Optimizer):

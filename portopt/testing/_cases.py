@@ -45,7 +45,8 @@ class OptimCase:
         kwargs: constructor arguments (``ArrayArg`` for array-valued ones).
         desc: short id of the configuration (part of the test id).
         scenario: one of :data:`SCENARIOS`.
-        dtypes: the dtypes to run.
+        dtypes: the dtypes to run; by default float32 and float64, and complex128
+            where the optimizer declares complex support (``_supports_complex``).
         backends: restrict to these backends (``None``: every backend).
         steps: number of steps.
     """
@@ -54,7 +55,7 @@ class OptimCase:
     kwargs: Mapping[str, Any]
     desc: str
     scenario: str = "trajectory"
-    dtypes: tuple[str, ...] = ("float32", "float64", "complex128")
+    dtypes: tuple[str, ...] | None = None
     backends: tuple[str, ...] | None = None
     steps: int = 16
     reference_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -65,6 +66,15 @@ class OptimCase:
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
         object.__setattr__(self, "reference_kwargs",
                            MappingProxyType(dict(self.reference_kwargs)))
+
+    def run_dtypes(self) -> tuple[str, ...]:
+        """The dtypes this case runs in."""
+        if self.dtypes is not None:
+            return self.dtypes
+        import portopt.optim
+
+        complex_ok = getattr(portopt.optim, self.name)._supports_complex
+        return ("float32", "float64") + (("complex128",) if complex_ok else ())
 
     @property
     def id(self) -> str:

@@ -32,7 +32,7 @@ def run_matrix(cases: list[OptimCase], backends: list[TestBackend], dtypes: Iter
     results = []
     for case in cases:
         for backend in backends:
-            for dtype in case.dtypes:
+            for dtype in case.run_dtypes():
                 if dtype_filter is not None and dtype not in dtype_filter:
                     continue
                 result = run_case(case, backend, dtype, resync=resync)

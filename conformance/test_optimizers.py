@@ -1,0 +1,52 @@
+"""Every optimizer case x backend x dtype against torch.optim, compared after every step."""
+
+from __future__ import annotations
+
+import pytest
+
+from portopt.testing import OPTIM_CASES, TestBackend, run_case
+
+
+def _matrix(resync: bool = False):
+    for case in OPTIM_CASES:
+        for backend in TestBackend:
+            if case.backends is not None and backend.value not in case.backends:
+                continue  # the case is defined for other backends only (torch-only modes)
+            reason = backend.unavailable()
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
+            for dtype in case.run_dtypes():
+                yield pytest.param(case, backend, dtype, marks=marks,
+                                   id=f"{backend.value}-{dtype}-{case.id}")
+
+
+@pytest.mark.parametrize("case, backend, dtype", list(_matrix()))
+def test_trajectory(case, backend, dtype):
+    result = run_case(case, backend, dtype)
+    assert result.passed, result.message
+    assert result.steps == case.steps
+
+
+TRAJECTORIES = [c for c in OPTIM_CASES if c.scenario == "trajectory"]
+
+
+@pytest.mark.parametrize("case", TRAJECTORIES, ids=[c.id for c in TRAJECTORIES])
+def test_resync_mode_agrees(case):
+    """With the reference copied back after every step each step is checked on its own;
+    the same cases pass."""
+    result = run_case(case, TestBackend.NUMPY, "float64", resync=True)
+    assert result.passed, result.message
+
+
+COMPLEX64 = [c for c in OPTIM_CASES if c.scenario == "trajectory" and c.backends is None
+             and c.desc in ("momentum", "nesterov", "amsgrad", "mixed", "decoupled")]
+
+
+@pytest.mark.parametrize("backend", [TestBackend.NUMPY, TestBackend.TORCH,
+                                     TestBackend.ARRAY_API_STRICT], ids=lambda b: b.value)
+@pytest.mark.parametrize("case", COMPLEX64, ids=[c.id for c in COMPLEX64])
+def test_complex64(case, backend):
+    """complex64 is not in the default matrix; a sample of configurations covers it."""
+    if backend.unavailable():
+        pytest.skip(backend.unavailable())
+    result = run_case(case, backend, "complex64")
+    assert result.passed, result.message
