@@ -1,4 +1,4 @@
-"""NumPy arrays (on the host)."""
+"""NumPy arrays (on the host), and the ndarray model NumPy and CuPy share."""
 
 from __future__ import annotations
 
@@ -10,30 +10,18 @@ import numpy as np
 from ._base import Backend
 
 
-class NumpyBackend(Backend):
-    name = "numpy"
-    module_name = "numpy"
+class NdarrayBackend(Backend):
+    """Libraries with NumPy's ndarray model: ``copyto``, strided complex views, and
+    ``state["step"]`` as a NumPy host scalar (torch keeps it on the CPU, so that reading
+    it never waits for a device)."""
 
-    @classmethod
-    def owns(cls, x: Any) -> bool:
-        # NumPy scalars too: 0-d arithmetic returns them, and `step` is one
-        np_ = sys.modules["numpy"]
-        return isinstance(x, (np_.ndarray, np_.generic))
-
-    def is_writable(self, x: Any) -> bool:
-        return isinstance(x, np.ndarray) and bool(x.flags.writeable)
+    @property
+    def lib(self) -> Any:
+        return sys.modules[self.module_name]
 
     def assign(self, dst: Any, src: Any) -> Any:
-        np.copyto(dst, src, casting="same_kind")
+        self.lib.copyto(dst, src, casting="same_kind")
         return dst
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        return np.asarray(x)
-
-    def from_numpy(self, a: np.ndarray, *, device: Any = None) -> Any:
-        if device not in (None, "cpu"):
-            raise ValueError(f"NumPy arrays live on 'cpu', not on {device!r}")
-        return np.array(a, copy=True)
 
     def step_scalar(self, value: float, like: Any = None) -> Any:
         # np.float32 rather than a 0-d array: NumPy arithmetic on 0-d arrays returns
@@ -49,8 +37,30 @@ class NumpyBackend(Backend):
         try:  # a strided view when the last axis is contiguous, as torch.view_as_real
             return x.view(x.real.dtype).reshape(*x.shape, 2)
         except ValueError:
-            return np.stack((x.real, x.imag), axis=-1)
+            return self.lib.stack((x.real, x.imag), axis=-1)
 
     def view_as_complex(self, x: Any) -> Any:
-        c = np.ascontiguousarray(x)
+        c = self.lib.ascontiguousarray(x)
         return c.view(np.result_type(c.dtype, np.complex64)).reshape(c.shape[:-1])
+
+
+class NumpyBackend(NdarrayBackend):
+    name = "numpy"
+    module_name = "numpy"
+
+    @classmethod
+    def owns(cls, x: Any) -> bool:
+        # NumPy scalars too: 0-d arithmetic returns them, and `step` is one
+        np_ = sys.modules["numpy"]
+        return isinstance(x, (np_.ndarray, np_.generic))
+
+    def is_writable(self, x: Any) -> bool:
+        return isinstance(x, np.ndarray) and bool(x.flags.writeable)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def from_numpy(self, a: np.ndarray, *, device: Any = None) -> Any:
+        if device not in (None, "cpu"):
+            raise ValueError(f"NumPy arrays live on 'cpu', not on {device!r}")
+        return np.array(a, copy=True)
