@@ -253,8 +253,9 @@ def test_capturable_on_cpu_is_torchs_assertion(torch):
 
 def test_capturable_form_matches_torch(torch, monkeypatch):
     """The graph-safe algebra, run on the CPU by letting both sides accept it there."""
-    from portopt.optim import _checks
     import torch.optim.adam as torch_adam
+
+    from portopt.optim import _checks
 
     monkeypatch.setattr(torch_adam, "_get_capturable_supported_devices",
                         lambda supports_xla=True: ["cpu"])

@@ -127,7 +127,8 @@ def rdiv(numerator: Any, denominator: Any) -> Any:
     (``Tensor.__rtruediv__``), which can differ from a true division in the last bit of
     a float32 result; with 0-d array hyper-parameters portopt does the same.
     """
-    if array_api_compat.is_array_api_obj(denominator) and not array_api_compat.is_array_api_obj(numerator):
+    is_array = array_api_compat.is_array_api_obj
+    if is_array(denominator) and not is_array(numerator):
         return (1 / denominator) * numerator
     return numerator / denominator
 

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 from array_api_compat import array_namespace
 
+from ..backends import get_backend
 from ._checks import (
     check_capturable_devices,
     check_fused_available,
@@ -27,7 +28,6 @@ from ._math import (
     view_as_complex,
     view_as_real,
 )
-from ..backends import get_backend
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamState", "adam", "adam_init"]

@@ -15,7 +15,6 @@ first one updated).
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 import warnings
 from collections import OrderedDict, defaultdict
@@ -28,7 +27,14 @@ import array_api_compat
 
 from ..backends import Backend, get_backend
 from ..parameter import Parameter, SparseGrad, _check_grad
-from ._hooks import RemovableHandle, add_hook
+from ._hooks import (
+    RemovableHandle,
+    add_hook,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+    with_step_hooks,
+)
+from ._params import data_of, is_param, is_sparse, is_torch_tensor, typename
 
 __all__ = [
     "Optimizer",
@@ -46,90 +52,6 @@ class _RequiredParameter:
 
 
 required = _RequiredParameter()
-
-_global_optimizer_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
-_global_optimizer_post_hooks: OrderedDict[int, Callable] = OrderedDict()
-
-
-def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
-    """Register ``hook(optimizer, args, kwargs)`` to run before every optimizer's step.
-
-    As in torch, the hook may return ``(new_args, new_kwargs)`` to replace the step's
-    arguments (``args`` includes the optimizer itself). Global pre-hooks run before the
-    optimizer's own.
-    """
-    return add_hook(_global_optimizer_pre_hooks, hook)
-
-
-def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
-    """Register ``hook(optimizer, args, kwargs)`` to run after every optimizer's step.
-
-    Global post-hooks run after the optimizer's own.
-    """
-    return add_hook(_global_optimizer_post_hooks, hook)
-
-
-def _with_step_hooks(step: Callable) -> Callable:
-    """Wrap a ``step`` method so that the global and instance step hooks run around it."""
-    if getattr(step, "hooked", False):
-        return step
-
-    @functools.wraps(step)
-    def hooked_step(*args: Any, **kwargs: Any) -> Any:
-        self = args[0]
-        for pre_hook in chain(_global_optimizer_pre_hooks.values(),
-                              self._optimizer_step_pre_hooks.values()):
-            result = pre_hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError(
-                        f"{step} must return None or a tuple of (new_args, new_kwargs), "
-                        f"but got {result}."
-                    )
-                args, kwargs = result
-        out = step(*args, **kwargs)
-        for post_hook in chain(self._optimizer_step_post_hooks.values(),
-                               _global_optimizer_post_hooks.values()):
-            post_hook(self, args, kwargs)
-        return out
-
-    hooked_step.hooked = True  # type: ignore[attr-defined]
-    return hooked_step
-
-
-def _is_torch_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _is_param(x: Any) -> bool:
-    """Whether ``x`` can be optimized: a :class:`Parameter` or a torch tensor."""
-    return isinstance(x, Parameter) or _is_torch_tensor(x)
-
-
-def _data(p: Any) -> Any:
-    """The array a parameter's values live in (a torch tensor is its own storage)."""
-    return p.data if isinstance(p, Parameter) else p
-
-
-def _is_sparse(grad: Any) -> bool:
-    return isinstance(grad, SparseGrad) or (_is_torch_tensor(grad) and grad.is_sparse)
-
-
-def typename(obj: Any) -> str:
-    """The type name torch prints in its messages (``float``, ``numpy.ndarray``)."""
-    if _is_torch_tensor(obj):
-        return obj.type()
-    module = getattr(obj, "__module__", "") or ""
-    if hasattr(obj, "__qualname__"):
-        qualname = obj.__qualname__
-    elif hasattr(obj, "__name__"):
-        qualname = obj.__name__
-    else:
-        module = type(obj).__module__ or ""
-        qualname = type(obj).__qualname__
-    return qualname if module in ("", "builtins") else f"{module}.{qualname}"
-
 
 def _grad_enabled(enabled: bool) -> contextlib.AbstractContextManager:
     """torch's grad mode, when torch is loaded; nothing otherwise."""
@@ -188,7 +110,7 @@ class Optimizer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "step" in cls.__dict__:
-            cls.step = _with_step_hooks(cls.__dict__["step"])  # type: ignore[method-assign]
+            cls.step = with_step_hooks(cls.__dict__["step"])  # type: ignore[method-assign]
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -199,7 +121,7 @@ class Optimizer:
         self._optimizer_load_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
         self._optimizer_load_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
 
-        if _is_param(params) or array_api_compat.is_array_api_obj(params):
+        if is_param(params) or array_api_compat.is_array_api_obj(params):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of Tensors "
                 "or dicts, but got " + typename(params)
@@ -240,7 +162,7 @@ class Optimizer:
                 for p in group["params"]:
                     st = self.state.get(p)
                     if st and "step" in st and not array_api_compat.is_array_api_obj(st["step"]):
-                        st["step"] = self._new_step(_data(p), group, float(st["step"]))
+                        st["step"] = self._new_step(data_of(p), group, float(st["step"]))
 
     def _setstate_group(self, group: dict[str, Any]) -> None:
         """Per-class fix-ups of a group after loading (AdamW forces its decay mode)."""
@@ -273,7 +195,7 @@ class Optimizer:
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
 
         params = param_group["params"]
-        if _is_param(params):
+        if is_param(params):
             params = [params]
         elif isinstance(params, set):
             raise TypeError(
@@ -292,7 +214,7 @@ class Optimizer:
             )
 
         for p in tensors:
-            if not _is_param(p):
+            if not is_param(p):
                 hint = ""
                 if array_api_compat.is_array_api_obj(p):
                     hint = " (wrap arrays in portopt.Parameter, which holds their .grad)"
@@ -300,7 +222,7 @@ class Optimizer:
                     "optimizer can only optimize Tensors, but one of the params is "
                     + typename(p) + hint
                 )
-            if (_is_torch_tensor(p) and not self.defaults.get("differentiable", None)
+            if (is_torch_tensor(p) and not self.defaults.get("differentiable", None)
                     and not (p.is_leaf or p.retains_grad)):
                 raise ValueError("can't optimize a non-leaf Tensor")
 
@@ -347,7 +269,7 @@ class Optimizer:
         """Reject a group that mixes backends or devices, or asks for torch-only modes."""
         first = None
         for p in group["params"]:
-            data = _data(p)
+            data = data_of(p)
             be = get_backend(data)
             if first is None:
                 first = (p, be, be.device(data))
@@ -395,7 +317,7 @@ class Optimizer:
                     continue
                 if set_to_none:
                     p.grad = None
-                elif _is_torch_tensor(grad):
+                elif is_torch_tensor(grad):
                     if grad.grad_fn is not None:
                         grad.detach_()
                     else:
@@ -444,9 +366,9 @@ class Optimizer:
             grad = p.grad
             if grad is None:
                 continue
-            data = _data(p)
+            data = data_of(p)
             be = get_backend(data)
-            if _is_sparse(grad) and not self._supports_sparse_grad:
+            if is_sparse(grad) and not self._supports_sparse_grad:
                 raise RuntimeError(self._sparse_grad_message())
             if isinstance(p, Parameter):  # torch checks a tensor's grad on assignment
                 _check_grad(data, grad)
@@ -542,7 +464,7 @@ class Optimizer:
             return packed
 
         param_groups = [pack_group(g) for g in self.param_groups]
-        packed_state = {(index[id(k)] if _is_param(k) else k): v for k, v in self.state.items()}
+        packed_state = {(index[id(k)] if is_param(k) else k): v for k, v in self.state.items()}
         state_dict = {"state": packed_state, "param_groups": param_groups}
 
         for post_hook in self._optimizer_state_dict_post_hooks.values():
@@ -590,7 +512,7 @@ class Optimizer:
         for key, value in state_dict["state"].items():
             if key in id_map:
                 param = id_map[key]
-                state[param] = self._load_value(_data(param), value, None,
+                state[param] = self._load_value(data_of(param), value, None,
                                                 flags.get(key, (False, False)))
             else:
                 state[key] = value
@@ -634,12 +556,14 @@ class Optimizer:
         """Register ``hook(optimizer, args, kwargs)`` to run after each step."""
         return add_hook(self._optimizer_step_post_hooks, hook)
 
-    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_state_dict_pre_hook(self, hook: Callable,
+                                     prepend: bool = False) -> RemovableHandle:
         """Register ``hook(optimizer)`` to run before :meth:`state_dict` builds its result."""
         return add_hook(self._optimizer_state_dict_pre_hooks, hook, prepend)
 
-    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        """Register ``hook(optimizer, state_dict) -> state_dict or None`` after :meth:`state_dict`."""
+    def register_state_dict_post_hook(self, hook: Callable,
+                                      prepend: bool = False) -> RemovableHandle:
+        """Register ``hook(optimizer, state_dict) -> state_dict or None`` after state_dict."""
         return add_hook(self._optimizer_state_dict_post_hooks, hook, prepend)
 
     def register_load_state_dict_pre_hook(self, hook: Callable,
@@ -657,4 +581,4 @@ class Optimizer:
         return add_hook(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
 
-Optimizer.step = _with_step_hooks(Optimizer.step)  # type: ignore[method-assign]
+Optimizer.step = with_step_hooks(Optimizer.step)  # type: ignore[method-assign]
