@@ -165,6 +165,20 @@ def test_duplicate_parameters_warn(api):
         api.optim.SGD([p, p])
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_a_duplicated_parameter_is_stepped_twice(api, name):
+    p = api.param([1.0, 2.0])
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = getattr(api.optim, name)([p, p], lr=0.25)
+    api.set_grad(p, [1.0, -1.0])
+    opt.step()
+    if name == "SGD":
+        np.testing.assert_array_equal(api.value(p), [0.5, 2.5])
+    else:  # two Adam steps on the same gradient: the first moves by lr, the second too
+        np.testing.assert_allclose(api.value(p), [0.5, 2.5], rtol=1e-7)
+        assert float(opt.state[p]["step"]) == 2.0
+
+
 def test_a_top_level_set_is_accepted(api):
     p = api.param([1.0])
     opt = api.optim.SGD({p}, lr=0.1)

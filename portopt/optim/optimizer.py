@@ -53,6 +53,7 @@ class _RequiredParameter:
 
 required = _RequiredParameter()
 
+
 def _grad_enabled(enabled: bool) -> contextlib.AbstractContextManager:
     """torch's grad mode, when torch is loaded; nothing otherwise."""
     torch = sys.modules.get("torch")
@@ -395,22 +396,33 @@ class Optimizer:
 
     def _compute_group(self, group: dict[str, Any], work: list[_Work]) -> list[tuple[Any, Any]]:
         """New ``(data, state)`` for each parameter of a group, from the pure kernel."""
-        out = []
+        out: list[tuple[Any, Any]] = []
+        # torch steps a parameter listed twice twice, the second time from the first
+        # result; `pending` holds a parameter's latest uncommitted values
+        pending: dict[int, tuple[Any, Any]] = {}
         for item in work:
-            saved = self.state.get(item.param)
-            if saved:
-                state = self._state_type._make(saved.get(f) for f in self._state_type._fields)
+            if id(item.param) in pending:
+                data, state = pending[id(item.param)]
             else:
-                state = self._init_state(item.data, group)
-                if self._tensor_step and "step" in state._fields:
-                    state = state._replace(step=self._new_step(item.data, group, 0.0))
-            data = item.data
+                data, state = item.data, self._saved_state(item, group)
             if group.get("differentiable"):
                 # autograd may keep the current parameter for the backward pass, and the
                 # write-back overwrites it: let the kernel read a copy (torch tensors only)
                 data = data.clone()
-            out.append(self._update(data, item.grad, state, group))
+            result = self._update(data, item.grad, state, group)
+            pending[id(item.param)] = result
+            out.append(result)
         return out
+
+    def _saved_state(self, item: _Work, group: dict[str, Any]) -> Any:
+        """The parameter's state as the kernel's NamedTuple, created lazily as in torch."""
+        saved = self.state.get(item.param)
+        if saved:
+            return self._state_type._make(saved.get(f) for f in self._state_type._fields)
+        state = self._init_state(item.data, group)
+        if self._tensor_step and "step" in state._fields:
+            state = state._replace(step=self._new_step(item.data, group, 0.0))
+        return state
 
     def _commit(self, work: list[_Work], results: list[tuple[Any, Any]]) -> None:
         """Write new values into the parameters and state (cannot fail once validated)."""
