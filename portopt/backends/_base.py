@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, ClassVar
 
 import array_api_compat
@@ -71,10 +70,6 @@ class Backend:
         dst[...] = src
         return dst
 
-    def grad_mode(self, enabled: bool) -> contextlib.AbstractContextManager:
-        """Context in which a step runs; only autograd libraries need one."""
-        return contextlib.nullcontext()
-
     # -- moving values -----------------------------------------------------------------
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -105,7 +100,7 @@ class Backend:
             out = self.xp.astype(out, dtype)
         return out
 
-    def step_scalar(self, value: float, like: Any = None) -> Any:
+    def step_scalar(self, value: float) -> Any:
         """The 0-d host scalar torch keeps in ``state["step"]`` (float32), for this library."""
         return self.xp.asarray(value, dtype=self.xp.float32)
 

@@ -23,7 +23,7 @@ class NdarrayBackend(Backend):
         self.lib.copyto(dst, src, casting="same_kind")
         return dst
 
-    def step_scalar(self, value: float, like: Any = None) -> Any:
+    def step_scalar(self, value: float) -> Any:
         # np.float32 rather than a 0-d array: NumPy arithmetic on 0-d arrays returns
         # scalars, so this keeps the type the same before and after a step.
         return np.float32(value)

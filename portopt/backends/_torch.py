@@ -33,17 +33,14 @@ class TorchBackend(Backend):
 
     def assign(self, dst: Any, src: Any) -> Any:
         # Parameters are leaves that require grad: writing them is only legal with
-        # autograd off. A differentiable step runs with it on (see grad_mode), so the
-        # copy is recorded, as torch's in-place update is.
+        # autograd off. A differentiable step runs with it on, so that the copy is
+        # recorded, as torch's in-place update is.
         if self.torch.is_grad_enabled():
             dst.copy_(src)
         else:
             with self.torch.no_grad():
                 dst.copy_(src)
         return dst
-
-    def grad_mode(self, enabled: bool) -> Any:
-        return self.torch.set_grad_enabled(enabled)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().resolve_conj().resolve_neg().numpy()
@@ -57,7 +54,7 @@ class TorchBackend(Backend):
             return value.detach().to(device=device, dtype=dtype, copy=True)
         return super().convert(value, device=device, dtype=dtype)
 
-    def step_scalar(self, value: float, like: Any = None) -> Any:
+    def step_scalar(self, value: float) -> Any:
         torch = self.torch
         dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
         return torch.tensor(value, dtype=dtype)

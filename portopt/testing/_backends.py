@@ -58,11 +58,6 @@ class TestBackend(enum.Enum):
         arr = self.array(a)
         return arr if self is TestBackend.TORCH else Parameter(arr)
 
-    def to_numpy(self, x: Any) -> np.ndarray:
-        from ..backends import get_backend
-
-        return np.asarray(get_backend(x).to_numpy(x))
-
 
 def available_backends() -> list[TestBackend]:
     """The backends that can run on this machine, in table order."""

@@ -13,7 +13,7 @@ import copy
 import inspect
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,6 @@ class _Side:
 
     params: list[Any]
     optimizer: Any
-    numpy: Callable[[Any], np.ndarray] = field(repr=False, default=np.asarray)
 
 
 def _rng_arrays(rng: np.random.Generator, shapes: Sequence[tuple[int, ...]],
@@ -138,12 +137,14 @@ class Comparison:
         resync: copy the reference into the candidate after every comparison.
         seed: seed of parameters and gradients.
         group_kwargs: per-group hyper-parameters for group 1 (both sides).
+        name: the case name reported in the result.
     """
 
     def __init__(self, make_candidate: Callable[[list[dict]], Any],
                  make_reference: Callable[[list[dict]], Any], *, backend: TestBackend,
                  dtype: str, tolerance: Tolerance | None = None, resync: bool = False,
-                 seed: int = 0, group_kwargs: dict[str, Any] | None = None) -> None:
+                 seed: int = 0, group_kwargs: dict[str, Any] | None = None,
+                 name: str = "custom") -> None:
         self.make_candidate = make_candidate
         self.make_reference = make_reference
         self.backend = backend
@@ -152,6 +153,7 @@ class Comparison:
         self.resync = resync
         self.seed = seed
         self.group_kwargs = dict(group_kwargs or {})
+        self.name = name
         self.torch = _torch_module()
         self.error = ErrorMeasure()
 
@@ -166,11 +168,11 @@ class Comparison:
 
     def _new_candidate(self, values: list[np.ndarray]) -> _Side:
         params = [self.backend.param(v) for v in values]
-        return _Side(params, self.make_candidate(self._groups(params)), self._to_numpy)
+        return _Side(params, self.make_candidate(self._groups(params)))
 
     def _new_reference(self, values: list[np.ndarray]) -> _Side:
         params = [self._torch_param(v) for v in values]
-        return _Side(params, self.make_reference(self._groups(params)), self._to_numpy)
+        return _Side(params, self.make_reference(self._groups(params)))
 
     @staticmethod
     def _to_numpy(x: Any) -> np.ndarray:
@@ -191,7 +193,7 @@ class Comparison:
 
     def _compare(self, cand: _Side, ref: _Side, step: int) -> None:
         for i, (pc, pr) in enumerate(zip(cand.params, ref.params)):
-            self._compare_values(cand.numpy(pc), ref.numpy(pr), f"param {i}", step)
+            self._compare_values(self._to_numpy(pc), self._to_numpy(pr), f"param {i}", step)
             sc = cand.optimizer.state.get(pc, {})
             sr = ref.optimizer.state.get(pr, {})
             if set(sc) != set(sr):
@@ -228,7 +230,6 @@ class Comparison:
     def run(self, steps: int = 16, *, scenario: str = "trajectory") -> CaseResult:
         """Step both sides ``steps`` times and return the worst errors seen."""
         start = time.perf_counter()
-        name = getattr(self, "case_id", scenario)
         self.error = ErrorMeasure()
         try:
             done = self._run(steps, scenario)
@@ -237,7 +238,7 @@ class Comparison:
             message, passed, failed = str(exc), False, exc.step
             done = exc.step + 1
         return CaseResult(
-            case=name, backend=self.backend.value, dtype=self.dtype, passed=passed,
+            case=self.name, backend=self.backend.value, dtype=self.dtype, passed=passed,
             steps=done, rel=self.error.rel,
             ulp=self.error.ulp if self.dtype in ("float32", "complex64") else None,
             message=message, failed_step=failed, seconds=time.perf_counter() - start,
@@ -256,7 +257,7 @@ class Comparison:
         for t in range(steps):
             if t == event_step:
                 cand = self._event(scenario, cand, ref, rng, targets)
-            ref_values = [ref.numpy(p) for p in ref.params]
+            ref_values = [self._to_numpy(p) for p in ref.params]
             grads = [None if (t, i) in SKIPPED_GRADS else _gradient(rng, v, targets[i])
                      for i, v in enumerate(ref_values)]
             for side in (cand, ref):
@@ -275,7 +276,7 @@ class Comparison:
     def _closure_step(self, cand: _Side, ref: _Side, targets: list[np.ndarray], t: int) -> None:
         def closure_for(side: _Side) -> Callable[[], float]:
             def closure() -> float:
-                vals = [side.numpy(p) for p in side.params]
+                vals = [self._to_numpy(p) for p in side.params]
                 return float(sum(np.sum(np.abs(v - tg) ** 2) for v, tg in zip(vals, targets)))
             return closure
 
@@ -288,37 +289,33 @@ class Comparison:
                targets: list[np.ndarray]) -> _Side:
         """The mid-run event of a scenario; returns the candidate to continue with."""
         if scenario == "roundtrip":
-            fresh = self._new_candidate([cand.numpy(p) for p in cand.params])
+            fresh = self._new_candidate([self._to_numpy(p) for p in cand.params])
             fresh.optimizer.load_state_dict(cand.optimizer.state_dict())
             return fresh
         if scenario == "to-torch":
             from ..checkpoint import to_torch
 
-            fresh = self._new_reference([cand.numpy(p) for p in cand.params])
+            fresh = self._new_reference([self._to_numpy(p) for p in cand.params])
             fresh.optimizer.load_state_dict(to_torch(cand.optimizer.state_dict()))
             return fresh
         if scenario == "from-torch":
-            fresh = self._new_candidate([cand.numpy(p) for p in cand.params])
+            fresh = self._new_candidate([self._to_numpy(p) for p in cand.params])
             fresh.optimizer.load_state_dict(ref.optimizer.state_dict())
             return fresh
         if scenario == "add-group":
             (value,) = _rng_arrays(rng, [(3, 2)], self.dtype)
             targets.append(np.asarray(value * 0.5, dtype=targets[0].dtype))
             pc, pr = self.backend.param(value), self._torch_param(value)
-            lr = 0.5 * float(self._plain_lr(ref.optimizer.param_groups[0]["lr"]))
+            lr = 0.5 * float(ref.optimizer.param_groups[0]["lr"])
             cand.optimizer.add_param_group({"params": [pc], "lr": lr})
             ref.optimizer.add_param_group({"params": [pr], "lr": lr})
             cand.params.append(pc)
             ref.params.append(pr)
         return cand
 
-    @staticmethod
-    def _plain_lr(lr: Any) -> float:
-        return float(lr)
-
     def _resync(self, cand: _Side, ref: _Side) -> None:
         for pc, pr in zip(cand.params, ref.params):
-            value = ref.numpy(pr)
+            value = self._to_numpy(pr)
             if isinstance(pc, Parameter):
                 get_backend(pc.data).assign(pc.data, get_backend(pc.data).convert(value))
             else:
@@ -342,8 +339,7 @@ def run_case(case: OptimCase, backend: TestBackend, dtype: str, *,
                           skipped=reason or f"{case.name} {case.desc} runs on {case.backends} only")
 
     def cand_make(value: float, dt: str) -> Any:
-        arr = backend.array(np.asarray(value, dtype=dt))
-        return arr
+        return backend.array(np.asarray(value, dtype=dt))
 
     def ref_make(value: float, dt: str) -> Any:
         return torch.tensor(value, dtype=getattr(torch, dt))
@@ -358,6 +354,5 @@ def run_case(case: OptimCase, backend: TestBackend, dtype: str, *,
     cmp = Comparison(lambda groups: cand_cls(groups, **cand_kwargs),
                      lambda groups: ref_cls(groups, **ref_kwargs),
                      backend=backend, dtype=dtype, resync=resync, seed=seed,
-                     group_kwargs={"lr": group_lr})
-    cmp.case_id = case.id
+                     group_kwargs={"lr": group_lr}, name=case.id)
     return cmp.run(case.steps, scenario=case.scenario)
