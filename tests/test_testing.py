@@ -90,3 +90,37 @@ def test_cases_restricted_to_a_backend_are_skipped_elsewhere(torch):
     case = OptimCase("SGD", {"differentiable": True}, "d", backends=("torch",))
     result = run_case(case, TestBackend.NUMPY, "float64")
     assert result.skipped and "torch" in result.skipped
+
+
+def test_sparse_gradients_reach_both_sides_alike(torch):
+    """torch against itself on sparse gradients: the harness feeds the same COO gradient."""
+    cmp = Comparison(lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.5),
+                     lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.5, foreach=False),
+                     backend=TestBackend.TORCH, dtype="float32", grads="sparse",
+                     shapes=((6, 3), (5,)), second_group=((4, 2),))
+    result = cmp.run(steps=6)
+    assert result.passed and result.rel == 0.0, result.message
+
+
+def test_closures_evaluate_each_sides_own_parameters(torch):
+    cmp = Comparison(lambda groups: torch.optim.LBFGS(groups[0]["params"], lr=0.5),
+                     lambda groups: torch.optim.LBFGS(groups[0]["params"], lr=0.5),
+                     backend=TestBackend.TORCH, dtype="float64", closure=True,
+                     second_group=None)
+    result = cmp.run(steps=4)
+    assert result.passed and result.rel == 0.0, result.message
+
+
+def test_sparse_gradients_for_numpy_parameters_are_sparse_grads(torch):
+    seen = []
+
+    class Spy(portopt.optim.SGD):
+        def step(self, closure=None):
+            seen.extend(p.grad for g in self.param_groups for p in g["params"])
+            return None
+
+    cmp = Comparison(lambda groups: Spy(groups), lambda groups: torch.optim.SGD(groups),
+                     backend=TestBackend.NUMPY, dtype="float64", grads="sparse",
+                     shapes=((6, 3),), second_group=None)
+    cmp.run(steps=1)
+    assert seen and all(isinstance(g, portopt.SparseGrad) for g in seen)

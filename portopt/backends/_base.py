@@ -134,6 +134,22 @@ class Backend:
         # override this and stay exact for infinities too.
         return re + im * 1j
 
+    # -- sparse updates ----------------------------------------------------------------
+
+    def index_add(self, x: Any, rows: Any, values: Any) -> Any:
+        """A copy of ``x`` with ``values[k]`` added to row ``rows[k]``, in order of ``k``.
+
+        ``x`` has shape ``(n, *dense)``, ``rows`` ``(k,)`` and ``values`` ``(k, *dense)``;
+        repeated rows accumulate. The standard has no scatter, so the generic version
+        adds a one-hot matrix product (exact for unique rows); libraries override it.
+        """
+        xp = self.xp
+        n, k = x.shape[0], rows.shape[0]
+        every_row = xp.reshape(xp.arange(n, device=self.device(x)), (1, n))
+        onehot = xp.astype(xp.reshape(rows, (k, 1)) == every_row, values.dtype)
+        flat = xp.reshape(values, (k, -1))
+        return x + xp.reshape(xp.matmul(xp.matrix_transpose(onehot), flat), x.shape)
+
     # -- fast paths --------------------------------------------------------------------
 
     def fused(self, algorithm: str) -> Any:

@@ -60,6 +60,11 @@ class NumpyBackend(NdarrayBackend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
+    def index_add(self, x: Any, rows: Any, values: Any) -> Any:
+        out = np.array(x, copy=True)
+        np.add.at(out, rows, values)  # unbuffered: repeated rows accumulate in order
+        return out
+
     def from_numpy(self, a: np.ndarray, *, device: Any = None) -> Any:
         if device not in (None, "cpu"):
             raise ValueError(f"NumPy arrays live on 'cpu', not on {device!r}")

@@ -42,6 +42,9 @@ class TorchBackend(Backend):
                 dst.copy_(src)
         return dst
 
+    def index_add(self, x: Any, rows: Any, values: Any) -> Any:
+        return x.index_add(0, rows, values)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().resolve_conj().resolve_neg().numpy()
 

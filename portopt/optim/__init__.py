@@ -1,8 +1,33 @@
-"""The optimizers of ``torch.optim``, on any array backend."""
+"""The optimizers of ``torch.optim``, on any array backend.
 
-from .adam import Adam
-from .adamw import AdamW
+Each algorithm lives in the module of the same name as torch's (``adam.py``,
+``_adafactor.py``, ...) and is imported the first time it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .optimizer import Optimizer
-from .sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
+# class name -> module, as torch.optim lays them out
+_ALGORITHMS = {
+    "Adam": "adam",
+    "AdamW": "adamw",
+    "SGD": "sgd",
+}
+
+__all__ = [*_ALGORITHMS, "Optimizer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ALGORITHMS:
+        cls = getattr(importlib.import_module(f".{_ALGORITHMS[name]}", __name__), name)
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -49,6 +49,12 @@ class OptimCase:
             where the optimizer declares complex support (``_supports_complex``).
         backends: restrict to these backends (``None``: every backend).
         steps: number of steps.
+        reference_kwargs: extra arguments for torch's constructor only.
+        shapes: parameter shapes of group 0 (``None``: the runner's standard ones).
+        second_group: shapes of group 1 (``None``: the standard one).
+        single_group: one param group only (LBFGS).
+        grads: ``"dense"`` or ``"sparse"`` gradients.
+        closure: step through ``step(closure)`` in every scenario (LBFGS needs it).
     """
 
     name: str
@@ -59,6 +65,11 @@ class OptimCase:
     backends: tuple[str, ...] | None = None
     steps: int = 16
     reference_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    shapes: tuple[tuple[int, ...], ...] | None = None
+    second_group: tuple[tuple[int, ...], ...] | None = None
+    single_group: bool = False
+    grads: str = "dense"
+    closure: bool = False
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -82,71 +93,13 @@ class OptimCase:
         return base if self.scenario == "trajectory" else f"{base}-{self.scenario}"
 
 
-def _configs(name: str, table: dict[str, dict[str, Any]]) -> list[OptimCase]:
-    return [OptimCase(name, kwargs, desc) for desc, kwargs in table.items()]
+def configs(name: str, table: dict[str, dict[str, Any]], **fields: Any) -> list[OptimCase]:
+    """One trajectory case per entry of ``{desc: kwargs}``; ``fields`` go to every case."""
+    return [OptimCase(name, kwargs, desc, **fields) for desc, kwargs in table.items()]
 
 
-def _scenarios(name: str, desc: str, kwargs: dict[str, Any]) -> list[OptimCase]:
-    return [OptimCase(name, kwargs, desc, scenario=s) for s in SCENARIOS[1:]]
-
-
-_SGD = {
-    "default": {},
-    "lr": {"lr": 0.1},
-    "momentum": {"lr": 0.1, "momentum": 0.9},
-    "dampening": {"lr": 0.1, "momentum": 0.9, "dampening": 0.3},
-    "nesterov": {"lr": 0.1, "momentum": 0.9, "nesterov": True},
-    "weight-decay": {"lr": 0.1, "weight_decay": 0.1},
-    "maximize": {"lr": 0.1, "maximize": True},
-    "array-lr": {"lr": ArrayArg(0.1, "float32")},
-    "array-lr-f64": {"lr": ArrayArg(0.05, "float64"), "momentum": 0.5},
-    "array-weight-decay": {"lr": 0.1, "weight_decay": ArrayArg(0.05, "float32")},
-    "foreach": {"lr": 0.1, "momentum": 0.9, "foreach": True},
-    "mixed": {"lr": 0.05, "momentum": 0.8, "dampening": 0.1, "weight_decay": 0.01,
-              "maximize": True},
-}
-
-_ADAM = {
-    "default": {},
-    "lr": {"lr": 0.01},
-    "amsgrad": {"lr": 0.01, "amsgrad": True},
-    "weight-decay": {"lr": 0.01, "weight_decay": 0.1},
-    "decoupled": {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
-    "maximize": {"lr": 0.01, "maximize": True},
-    "betas": {"lr": 0.01, "betas": (0.4, 0.9)},
-    "eps": {"lr": 0.01, "eps": 1e-3},
-    "array-lr": {"lr": ArrayArg(0.01, "float32")},
-    "array-betas": {"lr": 0.01, "betas": (ArrayArg(0.9, "float32"), ArrayArg(0.99, "float64"))},
-    "foreach": {"lr": 0.01, "foreach": False},
-    "mixed": {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1,
-              "amsgrad": True, "maximize": True},
-    "mixed-decoupled": {"lr": 0.02, "betas": (0.6, 0.95), "weight_decay": 0.05,
-                        "amsgrad": True, "decoupled_weight_decay": True},
-}
-
-_ADAMW = {
-    "default": {},
-    "lr": {"lr": 0.01},
-    "amsgrad": {"lr": 0.01, "amsgrad": True},
-    "maximize": {"lr": 0.01, "maximize": True},
-    "weight-decay": {"lr": 0.01, "weight_decay": 0.3},
-    "array-lr": {"lr": ArrayArg(0.01, "float64"), "weight_decay": 0.1},
-    "mixed": {"lr": 0.02, "betas": (0.7, 0.98), "eps": 1e-5, "weight_decay": 0.2,
-              "amsgrad": True, "maximize": True},
-}
-
-OPTIM_CASES: list[OptimCase] = [
-    *_configs("SGD", _SGD),
-    *_scenarios("SGD", "momentum", _SGD["momentum"]),
-    *_scenarios("SGD", "mixed", _SGD["mixed"]),
-    *_configs("Adam", _ADAM),
-    *_scenarios("Adam", "default", _ADAM["default"]),
-    *_scenarios("Adam", "mixed", _ADAM["mixed"]),
-    *_configs("AdamW", _ADAMW),
-    *_scenarios("AdamW", "mixed", _ADAMW["mixed"]),
-    # torch autograd through the step: torch tensors only
-    OptimCase("SGD", {"lr": 0.1, "momentum": 0.9, "differentiable": True}, "differentiable",
-              backends=("torch",)),
-    OptimCase("Adam", {"lr": 0.01, "amsgrad": True, "differentiable": True},
-              "differentiable", backends=("torch",)),
-]
+def scenarios(name: str, desc: str, kwargs: dict[str, Any], *,
+              skip: tuple[str, ...] = (), **fields: Any) -> list[OptimCase]:
+    """One case per scenario besides the plain trajectory, for one configuration."""
+    return [OptimCase(name, kwargs, desc, scenario=s, **fields)
+            for s in SCENARIOS[1:] if s not in skip]

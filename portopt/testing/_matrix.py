@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._backends import TestBackend
-from ._cases import OPTIM_CASES, OptimCase
+from ._cases import OptimCase
 from ._runner import CaseResult, run_case
 from ._tolerances import TOLERANCES
+from .cases import OPTIM_CASES
 
 
 def select_cases(optimizers: Iterable[str] | None = None,

@@ -1,10 +1,13 @@
 """Run an optimizer and torch.optim side by side and compare them after every step.
 
-Both start from the same parameters and receive the same gradients at every step
-(computed once, from the reference's parameters, and copied to both). After each step
-every parameter and every state entry is compared under the tolerance table. With
-``resync=True`` the reference's parameters and state are then copied into the
-candidate, so that a failure names the step that introduced it instead of drift.
+Both start from the same parameters. Without a closure both receive the same gradients
+at every step (computed once, from the reference's parameters, and copied to both;
+dense, or sparse COO with repeated rows). With a closure each side evaluates the same
+objective on its own parameters, as a closure does in training (LBFGS evaluates it many
+times per step). After each step every parameter and every state entry is compared
+under the tolerance table. With ``resync=True`` the reference's parameters and state are
+then copied into the candidate, so that a failure names the step that introduced it
+instead of drift.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..backends import get_backend
-from ..parameter import Parameter
+from ..parameter import Parameter, SparseGrad
 from ._backends import TestBackend
 from ._cases import ArrayArg, OptimCase
-from ._tolerances import TOLERANCES, ErrorMeasure, Tolerance, measure
+from ._tolerances import ErrorMeasure, Tolerance, measure, tolerance_for
 
 #: Parameter shapes of the standard problem: a matrix, a vector, a 0-d array (torch's
 #: tests append one too) in group 0, and a matrix with a lower lr in group 1.
@@ -103,13 +106,23 @@ def _reference_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _gradient(rng: np.random.Generator, p: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """A realistic gradient: pull towards a target plus noise, in float64, cast down."""
-    noise = rng.standard_normal(p.shape)
-    if np.iscomplexobj(p):
-        noise = noise + 1j * rng.standard_normal(p.shape)
-    g = 2.0 * (p.astype(np.complex128 if np.iscomplexobj(p) else np.float64) - target)
-    return np.asarray(g + 0.5 * noise, dtype=p.dtype)
+def _real(x: np.ndarray) -> np.ndarray:
+    """Complex arrays as (re, im) pairs, in float64: the objective's variables."""
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        return np.stack([x.real, x.imag], axis=-1).astype(np.float64)
+    return x.astype(np.float64)
+
+
+def _objective(x: np.ndarray, target: np.ndarray, noise: np.ndarray) -> tuple[float, np.ndarray]:
+    """Loss and gradient of ``sum((x - t)^2 + n x / 2 + cos(3x) / 10)`` over the real
+    components of ``x``; the gradient comes back in ``x``'s dtype (complex as complex)."""
+    xr, tr, nr = _real(x), _real(target), _real(noise)
+    loss = float(np.sum((xr - tr) ** 2 + 0.5 * nr * xr + 0.1 * np.cos(3 * xr)))
+    g = 2.0 * (xr - tr) + 0.5 * nr - 0.3 * np.sin(3 * xr)
+    if np.iscomplexobj(x):
+        g = g[..., 0] + 1j * g[..., 1]
+    return loss, np.asarray(g, dtype=np.asarray(x).dtype)
 
 
 class Comparison:
@@ -136,31 +149,50 @@ class Comparison:
         tolerance: overrides the table entry for ``dtype``.
         resync: copy the reference into the candidate after every comparison.
         seed: seed of parameters and gradients.
-        group_kwargs: per-group hyper-parameters for group 1 (both sides).
+        shapes: parameter shapes of group 0.
+        second_group: parameter shapes of group 1, or ``None`` for a single group.
+        group_kwargs: hyper-parameters of group 1 (both sides).
+        grads: ``"dense"``, or ``"sparse"`` (COO gradients with repeated rows:
+            ``SparseGrad`` for the candidate, a sparse tensor for torch).
+        closure: step through ``step(closure)``; each side's closure evaluates the
+            objective and its gradient on its own parameters.
         name: the case name reported in the result.
     """
 
     def __init__(self, make_candidate: Callable[[list[dict]], Any],
                  make_reference: Callable[[list[dict]], Any], *, backend: TestBackend,
                  dtype: str, tolerance: Tolerance | None = None, resync: bool = False,
-                 seed: int = 0, group_kwargs: dict[str, Any] | None = None,
-                 name: str = "custom") -> None:
+                 seed: int = 0, shapes: Sequence[tuple[int, ...]] = SHAPES,
+                 second_group: Sequence[tuple[int, ...]] | None = SECOND_GROUP_SHAPES,
+                 group_kwargs: dict[str, Any] | None = None, grads: str = "dense",
+                 closure: bool = False, name: str = "custom") -> None:
+        if grads not in ("dense", "sparse"):
+            raise ValueError(f"grads must be 'dense' or 'sparse', not {grads!r}")
         self.make_candidate = make_candidate
         self.make_reference = make_reference
         self.backend = backend
         self.dtype = dtype
-        self.tol = tolerance or TOLERANCES[dtype]
+        self.tol = tolerance or tolerance_for(dtype)
         self.resync = resync
         self.seed = seed
+        self.shapes = tuple(tuple(s) for s in shapes)
+        self.second_group = None if second_group is None else tuple(tuple(s) for s in second_group)
         self.group_kwargs = dict(group_kwargs or {})
+        self.grads = grads
+        self.closure = closure
         self.name = name
         self.torch = _torch_module()
         self.error = ErrorMeasure()
 
     # -- building ---------------------------------------------------------------------
 
+    def _all_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return self.shapes + (self.second_group or ())
+
     def _groups(self, params: list[Any]) -> list[dict[str, Any]]:
-        n = len(SHAPES)
+        n = len(self.shapes)
+        if self.second_group is None:
+            return [{"params": params[:n]}]
         return [{"params": params[:n]}, {"params": params[n:], **self.group_kwargs}]
 
     def _torch_param(self, a: np.ndarray) -> Any:
@@ -168,26 +200,55 @@ class Comparison:
 
     def _new_candidate(self, values: list[np.ndarray]) -> _Side:
         params = [self.backend.param(v) for v in values]
-        return _Side(params, self.make_candidate(self._groups(params)))
+        groups = self._groups(params)
+        return _Side([p for g in groups for p in g["params"]], self.make_candidate(groups))
 
     def _new_reference(self, values: list[np.ndarray]) -> _Side:
         params = [self._torch_param(v) for v in values]
-        return _Side(params, self.make_reference(self._groups(params)))
+        groups = self._groups(params)
+        return _Side([p for g in groups for p in g["params"]], self.make_reference(groups))
 
     @staticmethod
     def _to_numpy(x: Any) -> np.ndarray:
+        """A NumPy copy of a parameter, array or sparse state entry (made dense)."""
         if isinstance(x, Parameter):
             x = x.data
+        if isinstance(x, SparseGrad):
+            from ..optim._sparse import add_rows, sparse_rows
+
+            be = get_backend(x.values)
+            sp = sparse_rows(x, coalesce=False)
+            x = add_rows(be.xp.zeros(x.shape, dtype=x.dtype, device=be.device(x.values)),
+                         sp, sp.values)
+        elif getattr(x, "is_sparse", False):  # a torch sparse tensor
+            x = x.to_dense()
         return np.asarray(get_backend(x).to_numpy(x))
 
-    def _set_grad(self, side: _Side, i: int, g: np.ndarray | None) -> None:
+    def _set_grad(self, side: _Side, i: int, g: Any) -> None:
         p = side.params[i]
+        data = p.data if isinstance(p, Parameter) else p
+        be = get_backend(data)
         if g is None:
             p.grad = None
-        elif isinstance(p, Parameter):
-            p.grad = get_backend(p.data).convert(g)
+        elif isinstance(g, tuple):  # sparse: (indices, values, shape)
+            indices, values, shape = g
+            if be.name == "torch":
+                torch = self.torch
+                p.grad = torch.sparse_coo_tensor(torch.from_numpy(indices), be.convert(values),
+                                                 shape, check_invariants=True)
+            else:
+                p.grad = SparseGrad(be.convert(indices), be.convert(values), shape)
         else:
-            p.grad = get_backend(p).convert(g)
+            p.grad = be.convert(g)
+
+    def _sparse(self, rng: np.random.Generator, dense: np.ndarray) -> tuple:
+        """A COO version of ``dense`` on a few rows, with rows repeated (split values)."""
+        n = dense.shape[0]
+        rows = rng.integers(0, n, size=max(1, (2 * n) // 3))
+        rows = np.concatenate([rows, rows[:2]])  # repeated entries must be summed
+        weight = np.where(np.arange(len(rows)) < len(rows) - 2, 1.0, 0.5)
+        values = dense[rows] * weight.reshape((-1,) + (1,) * (dense.ndim - 1))
+        return rows[None, :].astype(np.int64), np.asarray(values, dtype=dense.dtype), dense.shape
 
     # -- comparing --------------------------------------------------------------------
 
@@ -205,13 +266,21 @@ class Comparison:
                 self._compare_state(sc[key], sr[key], key, f"state[{key!r}] of param {i}", step)
 
     def _compare_state(self, c: Any, r: Any, key: Any, what: str, step: int) -> None:
-        if isinstance(r, self.torch.Tensor):
-            cn, rn = self._to_numpy(c), r.detach().cpu().numpy()
+        torch = self.torch
+        if isinstance(r, torch.Tensor):
+            cn, rn = self._to_numpy(c), self._to_numpy(r.detach())
             if key == "step":  # a counter: exactly equal, dtype included
                 if cn.dtype != rn.dtype or float(cn) != float(rn):
                     raise ConformanceError(step, f"{what} is {cn!r}, torch has {rn!r}")
                 return
             self._compare_values(cn, rn, what, step)
+        elif isinstance(r, (list, tuple)):  # e.g. LBFGS's history of directions
+            if not isinstance(c, (list, tuple)) or len(c) != len(r):
+                raise ConformanceError(step, f"{what} is {c!r:.80}, torch has {len(r)} entries")
+            for k, (ck, rk) in enumerate(zip(c, r)):
+                self._compare_state(ck, rk, None, f"{what}[{k}]", step)
+        elif isinstance(r, float) and not isinstance(c, bool):
+            self._compare_values(np.asarray(float(c)), np.asarray(r), what, step)
         elif r != c:
             raise ConformanceError(step, f"{what} is {c!r}, torch has {r!r}")
 
@@ -246,26 +315,33 @@ class Comparison:
 
     def _run(self, steps: int, scenario: str) -> int:
         rng = np.random.default_rng(self.seed)
-        shapes = SHAPES + SECOND_GROUP_SHAPES
+        shapes = self._all_shapes()
         values = _rng_arrays(rng, shapes, self.dtype)
-        targets = [t.astype(np.complex128 if t.dtype.kind == "c" else np.float64)
-                   for t in _rng_arrays(rng, shapes, self.dtype, 0.5)]
+        targets = _rng_arrays(rng, shapes, self.dtype, 0.5)
         cand = self._new_candidate(values)
         ref = self._new_reference(values)
+        closure = self.closure or scenario == "closure"
         event_step = steps // 2
 
         for t in range(steps):
             if t == event_step:
                 cand = self._event(scenario, cand, ref, rng, targets)
-            ref_values = [self._to_numpy(p) for p in ref.params]
-            grads = [None if (t, i) in SKIPPED_GRADS else _gradient(rng, v, targets[i])
-                     for i, v in enumerate(ref_values)]
-            for side in (cand, ref):
-                for i, g in enumerate(grads):
-                    self._set_grad(side, i, g)
-            if scenario == "closure":
-                self._closure_step(cand, ref, targets, t)
+            skipped = {i for (s, i) in SKIPPED_GRADS if s == t}
+            if closure:
+                noise = _rng_arrays(rng, [np.shape(v) for v in targets], self.dtype, 1.0)
+                self._closure_step(cand, ref, targets, noise, skipped, t)
             else:
+                grads: list[Any] = []
+                for i, p in enumerate(ref.params):
+                    value = self._to_numpy(p)
+                    noise = _rng_arrays(rng, [value.shape], self.dtype)[0]
+                    g = None if i in skipped else _objective(value, targets[i], noise)[1]
+                    if g is not None and self.grads == "sparse" and g.ndim:
+                        g = self._sparse(rng, g)
+                    grads.append(g)
+                for side in (cand, ref):
+                    for i, g in enumerate(grads):
+                        self._set_grad(side, i, g)
                 ref.optimizer.step()
                 cand.optimizer.step()
             self._compare(cand, ref, t)
@@ -273,11 +349,16 @@ class Comparison:
                 self._resync(cand, ref)
         return steps
 
-    def _closure_step(self, cand: _Side, ref: _Side, targets: list[np.ndarray], t: int) -> None:
+    def _closure_step(self, cand: _Side, ref: _Side, targets: list[np.ndarray],
+                      noise: list[np.ndarray], skipped: set[int], t: int) -> None:
         def closure_for(side: _Side) -> Callable[[], float]:
             def closure() -> float:
-                vals = [self._to_numpy(p) for p in side.params]
-                return float(sum(np.sum(np.abs(v - tg) ** 2) for v, tg in zip(vals, targets)))
+                total = 0.0
+                for i, p in enumerate(side.params):
+                    loss, grad = _objective(self._to_numpy(p), targets[i], noise[i])
+                    total += loss
+                    self._set_grad(side, i, None if i in skipped else grad)
+                return total
             return closure
 
         loss_ref = ref.optimizer.step(closure_for(ref))
@@ -303,7 +384,8 @@ class Comparison:
             fresh.optimizer.load_state_dict(ref.optimizer.state_dict())
             return fresh
         if scenario == "add-group":
-            (value,) = _rng_arrays(rng, [(3, 2)], self.dtype)
+            shape = self.shapes[0]  # a shape every algorithm of the case accepts
+            (value,) = _rng_arrays(rng, [shape], self.dtype)
             targets.append(np.asarray(value * 0.5, dtype=targets[0].dtype))
             pc, pr = self.backend.param(value), self._torch_param(value)
             lr = 0.5 * float(ref.optimizer.param_groups[0]["lr"])
@@ -354,5 +436,10 @@ def run_case(case: OptimCase, backend: TestBackend, dtype: str, *,
     cmp = Comparison(lambda groups: cand_cls(groups, **cand_kwargs),
                      lambda groups: ref_cls(groups, **ref_kwargs),
                      backend=backend, dtype=dtype, resync=resync, seed=seed,
-                     group_kwargs={"lr": group_lr}, name=case.id)
+                     tolerance=tolerance_for(dtype, case.name),
+                     shapes=case.shapes or SHAPES,
+                     second_group=None if case.single_group else
+                     (case.second_group or SECOND_GROUP_SHAPES),
+                     group_kwargs={"lr": group_lr}, grads=case.grads,
+                     closure=case.closure, name=case.id)
     return cmp.run(case.steps, scenario=case.scenario)
