@@ -42,3 +42,4 @@ def test_sgd_float32_is_bit_exact(case, backend):
 def test_adam_on_torch_tensors_is_bit_exact(case, dtype):
     result = run_case(dataclasses.replace(case, steps=40), TestBackend.TORCH, dtype)
     assert result.passed and result.rel == 0.0, result
+

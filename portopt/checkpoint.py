@@ -14,6 +14,7 @@ import array_api_compat
 import numpy as np
 
 from .backends import get_backend
+from .parameter import SparseGrad
 
 __all__ = ["to_torch"]
 
@@ -23,7 +24,8 @@ def to_torch(obj: Any) -> Any:
 
     ``obj`` is any nesting of dicts, lists and tuples (an optimizer's ``state_dict``,
     say). NumPy and array-api-strict arrays become CPU tensors, CuPy arrays CUDA tensors
-    on the same device; dtypes are kept, so ``step`` stays float32. torch tensors are
+    on the same device; dtypes are kept, so ``step`` stays float32. A
+    :class:`~portopt.SparseGrad` becomes a sparse COO tensor. torch tensors are
     returned as they are; other values are kept.
 
     Raises:
@@ -36,6 +38,9 @@ def to_torch(obj: Any) -> Any:
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(convert(v) for v in value)
+        if isinstance(value, SparseGrad):  # e.g. SGD's momentum buffer
+            return torch.sparse_coo_tensor(convert(value.indices), convert(value.values),
+                                           value.shape, check_invariants=False)
         if isinstance(value, torch.Tensor) or not array_api_compat.is_array_api_obj(value):
             return value
         if isinstance(value, np.generic):

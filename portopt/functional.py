@@ -2,10 +2,19 @@
 
 Each ``<algo>(param, grad, state, **hyper)`` returns ``(new_param, new_state)`` and
 mutates nothing; ``<algo>_init(param)`` gives the state before the first step. The
-state types are NamedTuples whose fields are torch's state keys.
+state types are NamedTuples whose fields are torch's state keys. LBFGS works on one
+flat vector and an objective instead: ``lbfgs(x, objective, state, ...)`` returns
+``(new_x, first_loss, new_state)``.
 """
 
 from .optim.adam import AdamState, adam, adam_init
 from .optim.sgd import SGDState, sgd, sgd_init
 
-__all__ = ["AdamState", "SGDState", "adam", "adam_init", "sgd", "sgd_init"]
+__all__ = [
+    "AdamState",
+    "SGDState",
+    "adam",
+    "adam_init",
+    "sgd",
+    "sgd_init",
+]

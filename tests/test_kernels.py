@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import check_result
 
 from portopt import functional as F
 
 DTYPES = ["float32", "float64"]
-
-
-def _check(lib, out, like):
-    """The result lives in the input's namespace, with its dtype and shape."""
-    assert type(out) is type(like)
-    assert out.dtype == like.dtype
-    assert tuple(out.shape) == tuple(like.shape)
 
 
 # -- SGD ------------------------------------------------------------------------------------
@@ -27,7 +21,7 @@ def _check(lib, out, like):
 def test_sgd_plain_step(lib, dtype):
     p, g = lib.asarray([1.0, -2.0], dtype), lib.asarray([0.5, 0.25], dtype)
     new, state = F.sgd(p, g, F.sgd_init(p), lr=0.25)
-    _check(lib, new, p)
+    check_result(new, p)
     np.testing.assert_array_equal(lib.numpy(new), [1.0 - 0.125, -2.0 - 0.0625])
     assert state.momentum_buffer is None
     np.testing.assert_array_equal(lib.numpy(p), [1.0, -2.0])  # inputs untouched
@@ -93,7 +87,7 @@ def test_adam_first_step_moves_each_weight_by_lr(lib, dtype):
     p = lib.asarray([1.0, -2.0, 0.5], dtype)
     g = lib.asarray([4.0, -0.25, 1e-3], dtype)
     new, st = F.adam(p, g, F.adam_init(p), lr=0.125, beta1=0.9, beta2=0.999, eps=0.0)
-    _check(lib, new, p)
+    check_result(new, p)
     tol = 1e-6 if dtype == "float32" else 1e-15
     np.testing.assert_allclose(lib.numpy(new), [0.875, -1.875, 0.375], rtol=tol)
     assert st.step == 1 and F.adam_init(p).step == 0
@@ -181,7 +175,7 @@ def test_empty_and_zero_dim_parameters(lib, kernel):
         init = getattr(F, kernel + "_init")(p)
         new, _ = getattr(F, kernel)(p, g, init, lr=0.1, **(
             dict(beta1=0.9, beta2=0.999, eps=1e-8) if kernel == "adam" else {}))
-        _check(lib, new, p)
+        check_result(new, p)
 
 
 def test_mixing_namespaces_is_a_type_error(torch):

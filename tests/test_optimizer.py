@@ -13,6 +13,7 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import raises
 
 import portopt
 import portopt.optim as popt
@@ -100,15 +101,9 @@ def test_defaults_are_torchs(api):
     assert issubclass(api.optim.AdamW, api.optim.Adam)
 
 
-def _raises(exc, message, fn, *args, **kwargs):
-    with pytest.raises(exc) as info:
-        fn(*args, **kwargs)
-    assert str(info.value) == message, str(info.value)
-
-
 def test_params_argument_errors(api):
     p = api.param([1.0])
-    _raises(ValueError, "optimizer got an empty parameter list", api.optim.SGD, [])
+    raises(ValueError, "optimizer got an empty parameter list", api.optim.SGD, [])
     with pytest.raises(TypeError) as info:
         api.optim.SGD(p)
     assert str(info.value).startswith(
@@ -119,9 +114,9 @@ def test_params_argument_errors(api):
         api.optim.SGD([1.0])
     with pytest.raises(KeyError, match="'params'"):
         api.optim.SGD([{"lr": 0.1}])
-    _raises(ValueError, "all optimizer params should be with/without names. Some param names "
+    raises(ValueError, "all optimizer params should be with/without names. Some param names "
             "are missing", api.optim.SGD, [("w", p), api.param([2.0])])
-    _raises(ValueError, "all optimizer param groups should be with/without names. cannot add "
+    raises(ValueError, "all optimizer param groups should be with/without names. cannot add "
             "param group with names to the optimizer", api.optim.SGD,
             [{"params": [p]}, {"params": [("w", api.param([2.0]))]}])
 
@@ -129,14 +124,14 @@ def test_params_argument_errors(api):
 def test_add_param_group_checks(api):
     opt, p1, p2 = _sgd(api, lr=0.1)
     q = api.param([5.0])
-    _raises(TypeError, "param_group must be a dict, but got <class 'list'>",
+    raises(TypeError, "param_group must be a dict, but got <class 'list'>",
             opt.add_param_group, [q])
-    _raises(TypeError, "optimizer parameters need to be organized in ordered collections, but "
+    raises(TypeError, "optimizer parameters need to be organized in ordered collections, but "
             "the ordering of tensors in sets will change between runs. Please use a list "
             "instead.", opt.add_param_group, {"params": {q}})
-    _raises(ValueError, "some parameters appear in more than one parameter group",
+    raises(ValueError, "some parameters appear in more than one parameter group",
             opt.add_param_group, {"params": [q, p1]})
-    _raises(ValueError, "all optimizer param groups should be with/without names. cannot add "
+    raises(ValueError, "all optimizer param groups should be with/without names. cannot add "
             "param group with names to the optimizer", opt.add_param_group,
             {"params": [("q", q)]})
     assert len(opt.param_groups) == 1  # nothing was added by the failures
@@ -150,7 +145,7 @@ def test_missing_required_hyper_parameter(api):
             super().__init__(params, {"lr": api.required, "beta": 0.5})
 
     p = api.param([1.0])
-    _raises(ValueError, "parameter group didn't specify a value of required optimization "
+    raises(ValueError, "parameter group didn't specify a value of required optimization "
             "parameter lr", Custom, [p])
     opt = Custom([{"params": [p], "lr": 0.1}])
     assert opt.param_groups[0]["beta"] == 0.5
@@ -287,11 +282,11 @@ def test_load_state_dict_structure_errors(api):
     opt, _ = _trained_adam(api)
     sd = opt.state_dict()
     other, _ = _trained_adam(api)
-    _raises(ValueError, "loaded state dict has a different number of parameter groups",
+    raises(ValueError, "loaded state dict has a different number of parameter groups",
             other.load_state_dict, {**sd, "param_groups": sd["param_groups"][:1]})
     groups = copy.deepcopy(sd["param_groups"])
     groups[0]["params"] = [0]
-    _raises(ValueError, "loaded state dict contains a parameter group that doesn't match the "
+    raises(ValueError, "loaded state dict contains a parameter group that doesn't match the "
             "size of optimizer's group", other.load_state_dict, {**sd, "param_groups": groups})
     with pytest.raises(KeyError, match="param_groups"):
         other.load_state_dict({"state": {}})
@@ -515,20 +510,20 @@ BAD_ARGS = [
 @pytest.mark.parametrize("name, kwargs, exc, message", BAD_ARGS,
                          ids=[f"{n}-{'-'.join(k)}" for n, k, _, _ in BAD_ARGS])
 def test_constructor_validation(api, name, kwargs, exc, message):
-    _raises(exc, message, getattr(api.optim, name), [api.param([1.0])], **kwargs)
+    raises(exc, message, getattr(api.optim, name), [api.param([1.0])], **kwargs)
 
 
 def test_array_hyper_parameter_validation(api):
     p = api.param([1.0])
-    _raises(ValueError, "Tensor lr must be 1-element", api.optim.SGD, [p],
+    raises(ValueError, "Tensor lr must be 1-element", api.optim.SGD, [p],
             lr=api.array([0.1, 0.1]))
-    _raises(ValueError, "Tensor lr must be 1-element", api.optim.Adam, [p],
+    raises(ValueError, "Tensor lr must be 1-element", api.optim.Adam, [p],
             lr=api.array([0.1, 0.1]))
-    _raises(ValueError, "lr as a Tensor is not supported for capturable=False and foreach=True",
+    raises(ValueError, "lr as a Tensor is not supported for capturable=False and foreach=True",
             api.optim.Adam, [p], lr=api.array(0.1), foreach=True)
-    _raises(ValueError, "betas must be either both floats or both Tensors", api.optim.Adam, [p],
+    raises(ValueError, "betas must be either both floats or both Tensors", api.optim.Adam, [p],
             betas=(api.array(0.9), 0.999))
-    _raises(ValueError, "betas[0] as a Tensor is not supported for capturable=False and "
+    raises(ValueError, "betas[0] as a Tensor is not supported for capturable=False and "
             "foreach=True", api.optim.Adam, [p], betas=(api.array(0.9), api.array(0.99)),
             foreach=True)
     opt = api.optim.Adam([p], lr=api.array([0.01]))  # 1-element is fine
@@ -543,5 +538,5 @@ def test_adam_rejects_sparse_gradients(api, torch):
     else:
         p.grad = torch.tensor([1.0, 0.0], dtype=torch.float64).to_sparse()
     opt = api.optim.AdamW([p])
-    _raises(RuntimeError, "Adam does not support sparse gradients, please consider SparseAdam "
+    raises(RuntimeError, "Adam does not support sparse gradients, please consider SparseAdam "
             "instead", opt.step)

@@ -136,22 +136,54 @@ class Backend:
 
     # -- sparse updates ----------------------------------------------------------------
 
+    def put_rows(self, x: Any, rows: Any, values: Any) -> Any:
+        """A copy of ``x`` with row ``rows[k]`` replaced by ``values[k]``; rows are unique.
+
+        The standard has no scatter: the generic version finds, for every row of ``x``,
+        its slot in the sorted ``rows`` and selects with ``where``.
+        """
+        xp = self.xp
+        n, k = x.shape[0], rows.shape[0]
+        if k == 0:
+            return xp.asarray(x, copy=True)
+        order = xp.argsort(rows)
+        ranked = xp.take(rows, order)
+        every_row = xp.arange(n, dtype=rows.dtype, device=self.device(x))
+        slot = xp.clip(xp.searchsorted(ranked, every_row), 0, k - 1)
+        hit = xp.reshape(xp.take(ranked, slot) == every_row, (n,) + (1,) * (len(x.shape) - 1))
+        return xp.where(hit, xp.take(values, xp.take(order, slot), axis=0), x)
+
     def index_add(self, x: Any, rows: Any, values: Any) -> Any:
         """A copy of ``x`` with ``values[k]`` added to row ``rows[k]``, in order of ``k``.
 
         ``x`` has shape ``(n, *dense)``, ``rows`` ``(k,)`` and ``values`` ``(k, *dense)``;
-        repeated rows accumulate. The standard has no scatter, so the generic version
-        adds a one-hot matrix product (exact for unique rows); libraries override it.
+        repeated rows accumulate one entry at a time, in stored order (as torch's
+        ``index_add`` and ``coalesce`` on the CPU). The generic version adds in passes
+        whose rows are unique (:func:`row_passes`).
         """
         xp = self.xp
-        n, k = x.shape[0], rows.shape[0]
-        every_row = xp.reshape(xp.arange(n, device=self.device(x)), (1, n))
-        onehot = xp.astype(xp.reshape(rows, (k, 1)) == every_row, values.dtype)
-        flat = xp.reshape(values, (k, -1))
-        return x + xp.reshape(xp.matmul(xp.matrix_transpose(onehot), flat), x.shape)
+        out = xp.asarray(x, copy=True)
+        for pick in row_passes(xp, rows):
+            at = xp.take(rows, pick)
+            out = self.put_rows(out, at, xp.take(out, at, axis=0) + xp.take(values, pick, axis=0))
+        return out
 
     # -- fast paths --------------------------------------------------------------------
 
     def fused(self, algorithm: str) -> Any:
         """A fused implementation of ``algorithm`` for this library, or ``None``."""
         return None
+
+
+def row_passes(xp: Any, rows: Any) -> list[Any]:
+    """Entry positions grouped so that each group holds every row at most once: group
+    ``j`` has the ``j``-th occurrence of each row, so applying the groups in order
+    applies the entries of each row in stored order."""
+    if rows.shape[0] == 0:
+        return []
+    order = xp.argsort(rows, stable=True)
+    ranked = xp.take(rows, order)
+    first = xp.searchsorted(ranked, ranked, side="left")
+    rank = xp.arange(rows.shape[0], dtype=first.dtype, device=array_api_compat.device(rows))
+    occurrence = xp.take(rank - first, xp.argsort(order))
+    return [xp.nonzero(occurrence == j)[0] for j in range(int(xp.max(occurrence)) + 1)]

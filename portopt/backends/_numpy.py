@@ -65,6 +65,11 @@ class NumpyBackend(NdarrayBackend):
         np.add.at(out, rows, values)  # unbuffered: repeated rows accumulate in order
         return out
 
+    def put_rows(self, x: Any, rows: Any, values: Any) -> Any:
+        out = np.array(x, copy=True)
+        out[rows] = values
+        return out
+
     def from_numpy(self, a: np.ndarray, *, device: Any = None) -> Any:
         if device not in (None, "cpu"):
             raise ValueError(f"NumPy arrays live on 'cpu', not on {device!r}")

@@ -45,6 +45,9 @@ class TorchBackend(Backend):
     def index_add(self, x: Any, rows: Any, values: Any) -> Any:
         return x.index_add(0, rows, values)
 
+    def put_rows(self, x: Any, rows: Any, values: Any) -> Any:
+        return x.index_copy(0, rows, values)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().resolve_conj().resolve_neg().numpy()
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
+
+from ..backends import get_backend
 
 
 def is_array(x: Any) -> bool:
@@ -25,6 +28,53 @@ def to_scalar(x: Any) -> Any:
     if is_array(x) and len(x.shape) != 0:
         return array_api_compat.array_namespace(x).reshape(x, ())
     return x
+
+
+def requires_grad(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor that autograd tracks."""
+    return bool(getattr(x, "requires_grad", False))
+
+
+def hyper(value: Any, like: Any, differentiable: bool) -> Any:
+    """A group's hyper-parameter as a kernel takes it.
+
+    A 1-element array becomes 0-d; an array of another library (set by hand, say)
+    becomes one of ``like``'s, keeping its dtype; outside differentiable mode a tensor
+    that requires grad is read detached, as torch reads it there (as a plain number).
+    """
+    value = to_scalar(value)
+    if is_array(value) and type(get_backend(value)) is not type(get_backend(like)):
+        value = get_backend(like).convert(value)
+    if not differentiable and requires_grad(value):
+        value = value.detach()
+    return value
+
+
+def check_adam_family(lr: Any, eps: Any, betas: Any, weight_decay: Any) -> None:
+    """The checks torch's Adam, Adamax, NAdam and RAdam make, in its order and words."""
+    check_one_element(lr, "lr")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+def check_number_arguments(group: dict[str, Any]) -> None:
+    """torch's TypeError, in NAdam's and RAdam's differentiable mode, for a
+    hyper-parameter that requires grad where torch passes it to an op as a Python number
+    (``alpha=``, ``value=``)."""
+    weight_decay = group["weight_decay"]
+    if (requires_grad(weight_decay) and weight_decay != 0
+            and not group["decoupled_weight_decay"]):
+        raise TypeError("add(): argument 'alpha' must be Number, not Tensor")
+    if requires_grad(group["betas"][1]):
+        raise TypeError("addcmul_(): argument 'value' must be Number, not Tensor")
 
 
 def check_fused_flags(fused: Any, foreach: Any, differentiable: Any) -> None:
@@ -50,16 +100,30 @@ def check_fused_available(name: str, group: dict[str, Any], backend: Any) -> Non
 CAPTURABLE_DEVICES = ["cuda", "xpu", "hpu", "privateuseone", "xla"]
 
 
-def check_capturable_devices(group: dict[str, Any], work: list[Any], steps: list[Any]) -> None:
-    """torch's assertion that capturable params and their ``step`` share a graph device."""
+def device_type(x: Any) -> str | None:
+    """The kind of device an array lives on (``"cpu"``, ``"cuda"``), where it says."""
+    return getattr(getattr(x, "device", None), "type", None)
+
+
+def check_capturable_devices(group: dict[str, Any], work: list[Any],
+                             scalars: Callable[[Any], Sequence[Any]], *,
+                             names: str = "params and state_steps", xla: bool = True) -> None:
+    """torch's assertion that a capturable group's parameters and their state scalars
+    (``step``; NAdam's ``mu_product``; ASGD's ``eta`` and ``mu``) share one device of a
+    kind that can be captured in a graph.
+
+    Args:
+        scalars: the state scalars torch checks for one item of ``work``.
+        names: how torch's message names the checked arrays.
+        xla: whether this optimizer's device list has XLA (Adadelta's and the foreach
+            paths' do not).
+    """
     if not group.get("capturable"):
         return
-    for item, step in zip(work, steps):
-        device = getattr(item.data, "device", None)
-        step_device = getattr(step, "device", None)
-        kind = getattr(device, "type", None)
-        if not (kind in CAPTURABLE_DEVICES and getattr(step_device, "type", None) == kind):
+    devices = [d for d in CAPTURABLE_DEVICES if xla or d != "xla"]
+    for item in work:
+        kind = device_type(item.data)
+        if kind not in devices or any(device_type(s) != kind for s in scalars(item)):
             raise AssertionError(
-                "If capturable=True, params and state_steps must be on supported devices: "
-                f"{CAPTURABLE_DEVICES}."
+                f"If capturable=True, {names} must be on supported devices: {devices}."
             )

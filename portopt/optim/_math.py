@@ -16,7 +16,7 @@ import array_api_compat
 from ..backends import get_backend
 
 
-def _round_to_float32(x: float) -> float:
+def round_to_float32(x: float) -> float:
     """The float32 nearest to ``x``, as a Python float (torch casts scalars to float)."""
     try:
         return struct.unpack("f", struct.pack("f", x))[0]
@@ -52,7 +52,7 @@ def add_scaled(a: Any, b: Any, alpha: Any) -> Any:
     if array_api_compat.is_torch_array(a) and not array_api_compat.is_array_api_obj(alpha):
         return sys.modules["torch"].add(a, b, alpha=alpha)
     if not array_api_compat.is_array_api_obj(alpha) and _emulate_fma(a):
-        return _fma32(_round_to_float32(alpha), b, a)
+        return _fma32(round_to_float32(alpha), b, a)
     return a + alpha * b
 
 
@@ -66,10 +66,10 @@ def lerp(start: Any, end: Any, weight: float) -> Any:
         return sys.modules["torch"].lerp(start, end, weight)
     diff = end - start
     if _emulate_fma(start):
-        w = _round_to_float32(weight)
+        w = round_to_float32(weight)
         if abs(w) < 0.5:
             return _fma32(w, diff, start)
-        return _fma32(_round_to_float32(w - 1), diff, end)
+        return _fma32(round_to_float32(w - 1), diff, end)
     if abs(weight) < 0.5:
         return start + weight * diff
     return end - diff * (1 - weight)

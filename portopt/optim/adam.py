@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import array_api_compat
 from array_api_compat import array_namespace
 
-from ..backends import get_backend
 from ._checks import (
+    check_adam_family,
     check_capturable_devices,
     check_fused_available,
     check_fused_flags,
@@ -191,16 +191,7 @@ class Adam(Optimizer):
                     "lr as a Tensor is not supported for capturable=False and foreach=True"
                 )
             check_one_element(lr, "lr")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_adam_family(lr, eps, betas, weight_decay)
         if not ((isinstance(betas[0], float) and isinstance(betas[1], float))
                 or (is_array(betas[0]) and is_array(betas[1]))):
             raise ValueError("betas must be either both floats or both Tensors")
@@ -220,19 +211,10 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
         check_fused_flags(fused, foreach, differentiable)
 
-    def _new_step(self, data: Any, group: dict[str, Any], value: float) -> Any:
-        be = get_backend(data)
-        if be.name == "torch" and (group["capturable"] or group["fused"]):
-            # torch keeps a graph-capturable step on the parameter's device
-            torch = be.torch
-            dtype = torch.float32 if group["fused"] else be.step_scalar(0.0).dtype
-            return torch.tensor(value, dtype=dtype, device=data.device)
-        return be.step_scalar(value)
-
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
         check_fused_available("Adam", group, work[0].backend)
         steps = [self._current_step(item, group) for item in work]
-        check_capturable_devices(group, work, steps)
+        check_capturable_devices(group, work, lambda item: (self._current_step(item, group),))
         if group["differentiable"] and any(getattr(s, "requires_grad", False) for s in steps):
             raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
         if group["foreach"] and is_array(group["lr"]) and not group["capturable"]:
@@ -242,10 +224,6 @@ class Adam(Optimizer):
 
     def _sparse_grad_message(self) -> str:
         return "Adam does not support sparse gradients, please consider SparseAdam instead"
-
-    def _current_step(self, item: Any, group: dict[str, Any]) -> Any:
-        step = self.state.get(item.param, {}).get("step")
-        return self._new_step(item.data, group, 0.0) if step is None else step
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> AdamState:
         return adam_init(data, amsgrad=group["amsgrad"])

@@ -19,8 +19,6 @@ import sys
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from copy import deepcopy
-from itertools import chain
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -35,6 +33,7 @@ from ._hooks import (
     with_step_hooks,
 )
 from ._params import data_of, is_param, is_sparse, is_torch_tensor, typename
+from ._state_dict import StateDictMixin
 
 __all__ = [
     "Optimizer",
@@ -69,7 +68,7 @@ class _Work(NamedTuple):
     backend: Backend
 
 
-class Optimizer:
+class Optimizer(StateDictMixin):
     """Base class of every portopt optimizer; the same contract as ``torch.optim.Optimizer``.
 
     Args:
@@ -107,6 +106,8 @@ class Optimizer:
     _supports_complex: bool = True
     #: Whether sparse gradients are accepted.
     _supports_sparse_grad: bool = False
+    #: Whether more param groups can be added (LBFGS works on exactly one).
+    _supports_param_groups: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -369,14 +370,14 @@ class Optimizer:
                 continue
             data = data_of(p)
             be = get_backend(data)
-            if is_sparse(grad) and not self._supports_sparse_grad:
-                raise RuntimeError(self._sparse_grad_message())
-            if isinstance(p, Parameter):  # torch checks a tensor's grad on assignment
-                _check_grad(data, grad)
             if not self._supports_complex and be.is_complex(data):
                 raise RuntimeError(
                     f"{type(self).__name__} does not support complex parameters"
                 )
+            if is_sparse(grad) and not self._supports_sparse_grad:
+                raise RuntimeError(self._sparse_grad_message())
+            if isinstance(p, Parameter):  # torch checks a tensor's grad on assignment
+                _check_grad(data, grad)
             if be.mutable and not be.is_writable(data):
                 raise ValueError(
                     f"a parameter of {type(self).__name__} is a read-only {be.name} array; "
@@ -445,118 +446,23 @@ class Optimizer:
         raise NotImplementedError
 
     def _new_step(self, data: Any, group: dict[str, Any], value: float) -> Any:
-        """A fresh ``state["step"]`` in torch's form: a 0-d float32 host scalar."""
-        return get_backend(data).step_scalar(value)
+        """A fresh ``state["step"]`` in torch's form: a 0-d float32 host scalar.
 
-    # -- state_dict --------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """The optimizer's state in torch's layout.
-
-        Returns:
-            ``{"state": {index: {key: value}}, "param_groups": [group, ...]}``. Indices
-            number the parameters across groups in order; each group holds its
-            hyper-parameters, ``"params"`` (the indices) and ``"param_names"`` when the
-            optimizer was built from named parameters. As in torch, the state values
-            are the optimizer's own arrays, not copies.
+        torch keeps the step of a capturable or fused group on the parameter's device,
+        and a fused group's in float32 (it is float64 elsewhere under torch's float64
+        default dtype); those groups only exist for torch tensors.
         """
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-
-        index: dict[int, int] = {}
-        start = 0
-
-        def pack_group(group: dict[str, Any]) -> dict[str, Any]:
-            nonlocal start
-            packed = {k: v for k, v in group.items() if k != "params"}
-            for i, p in enumerate(group["params"], start):
-                index.setdefault(id(p), i)
-            packed["params"] = [index[id(p)] for p in group["params"]]
-            start += len(packed["params"])
-            return packed
-
-        param_groups = [pack_group(g) for g in self.param_groups]
-        packed_state = {(index[id(k)] if is_param(k) else k): v for k, v in self.state.items()}
-        state_dict = {"state": packed_state, "param_groups": param_groups}
-
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state_dict made by :meth:`state_dict` here or by torch.optim.
-
-        Arrays of any backend are copied onto each parameter's backend and device;
-        floating values take the parameter's dtype when it is real floating, and
-        ``step`` keeps its own dtype, as in torch. Parameters are matched by position;
-        ``param_names`` in the loaded groups replace the current ones.
-
-        Raises:
-            ValueError: with torch's messages, when the number or sizes of the groups
-                differ. Nothing changes when anything raises.
-        """
-        state_dict = state_dict.copy()
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-
-        groups = self.param_groups
-        saved_groups = deepcopy(state_dict["param_groups"])
-        if len(groups) != len(saved_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
-            raise ValueError(
-                "loaded state dict contains a parameter group that doesn't match the size "
-                "of optimizer's group"
-            )
-
-        id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
-                          chain.from_iterable(g["params"] for g in groups)))
-        flags = {}
-        for g in state_dict["param_groups"]:
-            for i in g["params"]:
-                flags.setdefault(i, (bool(g.get("fused")), bool(g.get("capturable"))))
-
-        state: defaultdict[Any, Any] = defaultdict(dict)
-        for key, value in state_dict["state"].items():
-            if key in id_map:
-                param = id_map[key]
-                state[param] = self._load_value(data_of(param), value, None,
-                                                flags.get(key, (False, False)))
-            else:
-                state[key] = value
-
-        new_groups = []
-        for group, saved in zip(groups, saved_groups):
-            saved["params"] = group["params"]
-            if "param_names" in group and "param_names" not in saved:
-                saved["param_names"] = group["param_names"]
-            new_groups.append(saved)
-        self.__setstate__({"state": state, "param_groups": new_groups})
-
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
-
-    def _load_value(self, data: Any, value: Any, key: Any, flags: tuple[bool, bool]) -> Any:
-        """Copy one loaded state value onto ``data``'s backend by torch's casting rules."""
-        if isinstance(value, dict):
-            return {k: self._load_value(data, v, k, flags) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self._load_value(data, v, None, flags) for v in value)
-        if not array_api_compat.is_array_api_obj(value):
-            return value
         be = get_backend(data)
-        if key == "step":
-            fused, capturable = flags
-            if fused or capturable:
-                return be.convert(value, device=be.device(data), dtype=be.xp.float32)
-            return be.convert_step(value)
-        if be.is_floating(data):
-            return be.convert(value, device=be.device(data), dtype=data.dtype)
-        return be.convert(value, device=be.device(data))
+        step = be.step_scalar(value)
+        if be.name == "torch" and (group.get("capturable") or group.get("fused")):
+            dtype = be.torch.float32 if group.get("fused") else step.dtype
+            step = step.to(device=data.device, dtype=dtype)
+        return step
+
+    def _current_step(self, item: _Work, group: dict[str, Any]) -> Any:
+        """The parameter's ``step`` as this step will find it (a fresh one if none yet)."""
+        step = self.state.get(item.param, {}).get("step")
+        return self._new_step(item.data, group, 0.0) if step is None else step
 
     # -- hook registration -------------------------------------------------------------
 

@@ -269,8 +269,10 @@ class Comparison:
         torch = self.torch
         if isinstance(r, torch.Tensor):
             cn, rn = self._to_numpy(c), self._to_numpy(r.detach())
-            if key == "step":  # a counter: exactly equal, dtype included
-                if cn.dtype != rn.dtype or float(cn) != float(rn):
+            if cn.dtype != rn.dtype:
+                raise ConformanceError(step, f"{what} has dtype {cn.dtype}, torch has {rn.dtype}")
+            if key == "step":  # a counter: exactly equal
+                if float(cn) != float(rn):
                     raise ConformanceError(step, f"{what} is {cn!r}, torch has {rn!r}")
                 return
             self._compare_values(cn, rn, what, step)
@@ -357,6 +359,9 @@ class Comparison:
                 for i, p in enumerate(side.params):
                     loss, grad = _objective(self._to_numpy(p), targets[i], noise[i])
                     total += loss
+                    if self.grads == "sparse" and grad.ndim:
+                        # the same rows on both sides: a generator seeded by step and param
+                        grad = self._sparse(np.random.default_rng((self.seed, t, i)), grad)
                     self._set_grad(side, i, None if i in skipped else grad)
                 return total
             return closure
@@ -366,23 +371,20 @@ class Comparison:
         if not np.isclose(loss_cand, loss_ref, rtol=self.tol.rtol * 10, atol=self.tol.atol):
             raise ConformanceError(t, f"step(closure) returned {loss_cand}, torch {loss_ref}")
 
+    def _reload_reference(self, ref: _Side) -> None:
+        """Pass the reference through its own state_dict, as the candidate is: torch's
+        load casts some state (NAdam's ``mu_product``, ASGD's ``eta``) to the parameter's
+        dtype, so the comparison after a reload is with torch after the same reload.
+        (A deep copy, since torch's load would alias the tensors it is given.)"""
+        ref.optimizer.load_state_dict(copy.deepcopy(ref.optimizer.state_dict()))
+
     def _event(self, scenario: str, cand: _Side, ref: _Side, rng: np.random.Generator,
                targets: list[np.ndarray]) -> _Side:
         """The mid-run event of a scenario; returns the candidate to continue with."""
-        if scenario == "roundtrip":
-            fresh = self._new_candidate([self._to_numpy(p) for p in cand.params])
-            fresh.optimizer.load_state_dict(cand.optimizer.state_dict())
-            return fresh
-        if scenario == "to-torch":
-            from ..checkpoint import to_torch
-
-            fresh = self._new_reference([self._to_numpy(p) for p in cand.params])
-            fresh.optimizer.load_state_dict(to_torch(cand.optimizer.state_dict()))
-            return fresh
-        if scenario == "from-torch":
-            fresh = self._new_candidate([self._to_numpy(p) for p in cand.params])
-            fresh.optimizer.load_state_dict(ref.optimizer.state_dict())
-            return fresh
+        if scenario in ("roundtrip", "to-torch", "from-torch"):
+            cand = self._round_trip(scenario, cand, ref)
+            self._reload_reference(ref)
+            return cand
         if scenario == "add-group":
             shape = self.shapes[0]  # a shape every algorithm of the case accepts
             (value,) = _rng_arrays(rng, [shape], self.dtype)
@@ -395,6 +397,22 @@ class Comparison:
             ref.params.append(pr)
         return cand
 
+    def _round_trip(self, scenario: str, cand: _Side, ref: _Side) -> _Side:
+        """A fresh optimizer that continues from a state_dict, per the scenario."""
+        if scenario == "roundtrip":
+            fresh = self._new_candidate([self._to_numpy(p) for p in cand.params])
+            fresh.optimizer.load_state_dict(cand.optimizer.state_dict())
+            return fresh
+        if scenario == "to-torch":
+            from ..checkpoint import to_torch
+
+            fresh = self._new_reference([self._to_numpy(p) for p in cand.params])
+            fresh.optimizer.load_state_dict(to_torch(cand.optimizer.state_dict()))
+            return fresh
+        fresh = self._new_candidate([self._to_numpy(p) for p in cand.params])
+        fresh.optimizer.load_state_dict(ref.optimizer.state_dict())  # from-torch
+        return fresh
+
     def _resync(self, cand: _Side, ref: _Side) -> None:
         for pc, pr in zip(cand.params, ref.params):
             value = self._to_numpy(pr)
@@ -405,6 +423,7 @@ class Comparison:
                     pc.copy_(self.torch.from_numpy(np.array(value)))
         # deep copy: torch's load_state_dict would alias the reference's tensors
         cand.optimizer.load_state_dict(copy.deepcopy(ref.optimizer.state_dict()))
+        self._reload_reference(ref)
 
 
 def run_case(case: OptimCase, backend: TestBackend, dtype: str, *,

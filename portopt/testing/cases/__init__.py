@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from .. import _cases
-from . import adam, sgd
+from . import (
+    adam,
+    sgd,
+)
+
+_MODULES = (sgd, adam)
 
 #: Every case, in table order.
-OPTIM_CASES: list[_cases.OptimCase] = [*sgd.CASES, *adam.CASES]
+OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
