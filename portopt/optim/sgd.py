@@ -6,8 +6,11 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
+from ..parameter import SparseGrad
 from ._checks import check_fused_available, check_fused_flags, check_one_element, to_scalar
-from ._math import add_scaled, as_arrays, detached_copy, host
+from ._math import as_arrays, detached_copy, host
+from ._params import is_sparse
+from ._sparse import SPARSE_PLUS_DENSE, copy_sparse, negative, scale, tensor_add
 from .optimizer import Optimizer
 
 __all__ = ["SGD", "SGDState", "sgd", "sgd_init"]
@@ -16,7 +19,9 @@ __all__ = ["SGD", "SGDState", "sgd", "sgd_init"]
 class SGDState(NamedTuple):
     """State of one parameter; torch keeps no ``step`` for SGD."""
 
-    momentum_buffer: Any = None  # created on the first step when momentum != 0
+    # created on the first step when momentum != 0; sparse (a SparseGrad, or a torch
+    # sparse tensor) while the gradients are sparse, as torch keeps it
+    momentum_buffer: Any = None
 
 
 def sgd_init(param: Any) -> SGDState:
@@ -43,9 +48,15 @@ def sgd(param: Any, grad: Any, state: SGDState, *, lr: Any, momentum: float = 0.
     (not applied on the first step, as in torch) and weight decay :math:`\lambda`.
     Complex parameters are stepped in complex arithmetic, as torch does for SGD.
 
+    A sparse gradient (:class:`portopt.SparseGrad`, or a torch sparse tensor) is
+    handled as torch's single-tensor path handles it: the momentum buffer stays sparse,
+    sums of sparse terms follow torch's (``_sparse.tensor_add``), and only the stored rows of the
+    parameter change. Weight decay cannot be combined with a sparse gradient (torch
+    raises), nor can a sparse buffer meet a dense gradient.
+
     Args:
         param: the parameter's values.
-        grad: its gradient, same shape and dtype.
+        grad: its gradient, same shape and dtype; dense or sparse.
         state: an :class:`SGDState`.
         lr: learning rate, a Python number or a 0-d array.
         momentum, dampening, weight_decay: as in ``torch.optim.SGD``.
@@ -54,22 +65,26 @@ def sgd(param: Any, grad: Any, state: SGDState, *, lr: Any, momentum: float = 0.
 
     Returns:
         ``(new_param, new_state)``.
+
+    Raises:
+        RuntimeError: torch's ``add(sparse, dense)`` error, for the combinations above.
     """
-    xp = array_namespace(param, grad)  # one namespace for both, or a TypeError naming them
+    # one namespace for param and grad, or a TypeError naming them
+    xp = array_namespace(param, grad.values if isinstance(grad, SparseGrad) else grad)
     if maximize:
-        grad = -grad
+        grad = negative(grad)
     if weight_decay != 0:
-        grad = add_scaled(grad, param, host(weight_decay))
+        grad = tensor_add(grad, param, host(weight_decay))
     buf = state.momentum_buffer
     if momentum != 0:
         if buf is None:
             # a copy, so the buffer never aliases the caller's array; torch also detaches it
-            buf = detached_copy(grad)
+            buf = copy_sparse(grad) if isinstance(grad, SparseGrad) else detached_copy(grad)
         else:
             # buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-            buf = add_scaled(buf * host(momentum), grad, host(1 - dampening))
-        grad = add_scaled(grad, buf, host(momentum)) if nesterov else buf
-    param, buf = as_arrays(xp, add_scaled(param, grad, host(-lr)), buf)
+            buf = tensor_add(scale(buf, host(momentum)), grad, host(1 - dampening))
+        grad = tensor_add(grad, buf, host(momentum)) if nesterov else buf
+    param, buf = as_arrays(xp, tensor_add(param, grad, host(-lr)), buf)
     return param, SGDState(buf)
 
 
@@ -90,15 +105,22 @@ class SGD(Optimizer):
         differentiable: let torch autograd see through the step (torch tensors only).
         fused: ask for a fused kernel; an error where the backend has none.
 
+    Sparse gradients (:class:`portopt.SparseGrad`, or sparse COO torch tensors) are
+    accepted as in torch: the momentum buffer is then sparse too (a ``SparseGrad``, or
+    a sparse tensor for torch parameters) and holds torch's entries, uncoalesced.
+
     Differences from torch.optim:
         * ``fused=True`` raises at the first step on backends without a fused SGD
           kernel (torch has one on CPU and CUDA).
-        * Sparse gradients are not accepted yet.
         * ``differentiable=True`` raises on non-torch backends.
+        * The errors torch raises partway through a step with sparse gradients
+          (weight decay; a sparse buffer meeting a dense gradient; Nesterov with a
+          dense buffer and a sparse gradient) are raised before anything changes.
     """
 
     _state_type = SGDState
     _tensor_step = False
+    _supports_sparse_grad = True
     _setstate_defaults = {"nesterov": False, "maximize": False, "foreach": None,
                           "differentiable": False, "fused": False}
 
@@ -122,7 +144,20 @@ class SGD(Optimizer):
         check_fused_flags(fused, foreach, differentiable)
 
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
+        sparse = [is_sparse(item.grad) for item in work]
+        if group["fused"] and any(sparse):
+            raise RuntimeError("`_fused_sgd` does not support sparse gradients")
         check_fused_available("SGD", group, work[0].backend)
+        for item, sparse_grad in zip(work, sparse):
+            if sparse_grad and to_scalar(group["weight_decay"]) != 0:
+                raise RuntimeError(SPARSE_PLUS_DENSE)  # grad.add(param, alpha=weight_decay)
+            buf = self.state.get(item.param, {}).get("momentum_buffer")
+            if group["momentum"] == 0 or buf is None:
+                continue
+            if is_sparse(buf) and not sparse_grad:  # buf.add_(grad)
+                raise RuntimeError(SPARSE_PLUS_DENSE)
+            if group["nesterov"] and sparse_grad and not is_sparse(buf):  # grad.add(buf)
+                raise RuntimeError(SPARSE_PLUS_DENSE)
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> SGDState:
         return sgd_init(data)
