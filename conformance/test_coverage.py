@@ -12,10 +12,7 @@ from portopt.testing import OPTIM_CASES, SCENARIOS
 
 # Names of torch.optim not (yet) in portopt.optim, with the reason.
 EXCLUDED = {
-    "Adadelta": "arrives with issue #3 (every other optimizer)",
     "Adagrad": "arrives with issue #3 (every other optimizer)",
-    "Adamax": "arrives with issue #3 (every other optimizer)",
-    "ASGD": "arrives with issue #3 (every other optimizer)",
     "LBFGS": "arrives with issue #3 (every other optimizer)",
     "NAdam": "arrives with issue #3 (every other optimizer)",
     "RAdam": "arrives with issue #3 (every other optimizer)",

@@ -7,14 +7,26 @@ flat vector and an objective instead: ``lbfgs(x, objective, state, ...)`` return
 ``(new_x, first_loss, new_state)``.
 """
 
+from .optim.adadelta import AdadeltaState, adadelta, adadelta_init
 from .optim.adam import AdamState, adam, adam_init
+from .optim.adamax import AdamaxState, adamax, adamax_init
+from .optim.asgd import ASGDState, asgd, asgd_init
 from .optim.sgd import SGDState, sgd, sgd_init
 
 __all__ = [
+    "AdadeltaState",
+    "AdamaxState",
     "AdamState",
+    "ASGDState",
     "SGDState",
+    "adadelta",
+    "adadelta_init",
     "adam",
     "adam_init",
+    "adamax",
+    "adamax_init",
+    "asgd",
+    "asgd_init",
     "sgd",
     "sgd_init",
 ]

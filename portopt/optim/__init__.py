@@ -13,8 +13,11 @@ from .optimizer import Optimizer
 
 # class name -> module, as torch.optim lays them out
 _ALGORITHMS = {
+    "Adadelta": "adadelta",
     "Adam": "adam",
+    "Adamax": "adamax",
     "AdamW": "adamw",
+    "ASGD": "asgd",
     "SGD": "sgd",
 }
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from .. import _cases
 from . import (
+    adadelta,
     adam,
+    adamax,
+    asgd,
     sgd,
 )
 
-_MODULES = (sgd, adam)
+_MODULES = (sgd, adam, adadelta, adamax, asgd)
 
 #: Every case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
