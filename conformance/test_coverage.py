@@ -16,8 +16,6 @@ EXCLUDED = {
     "LBFGS": "arrives with issue #3 (every other optimizer)",
     "NAdam": "arrives with issue #3 (every other optimizer)",
     "RAdam": "arrives with issue #3 (every other optimizer)",
-    "RMSprop": "arrives with issue #3 (every other optimizer)",
-    "Rprop": "arrives with issue #3 (every other optimizer)",
     "SparseAdam": "arrives with issue #3 (every other optimizer)",
     "Adafactor": "arrives with issue #3 (every other optimizer)",
     "Muon": "arrives with issue #3 (every other optimizer)",

@@ -11,6 +11,8 @@ from .optim.adadelta import AdadeltaState, adadelta, adadelta_init
 from .optim.adam import AdamState, adam, adam_init
 from .optim.adamax import AdamaxState, adamax, adamax_init
 from .optim.asgd import ASGDState, asgd, asgd_init
+from .optim.rmsprop import RMSpropState, rmsprop, rmsprop_init
+from .optim.rprop import RpropState, rprop, rprop_init
 from .optim.sgd import SGDState, sgd, sgd_init
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "AdamaxState",
     "AdamState",
     "ASGDState",
+    "RMSpropState",
+    "RpropState",
     "SGDState",
     "adadelta",
     "adadelta_init",
@@ -27,6 +31,10 @@ __all__ = [
     "adamax_init",
     "asgd",
     "asgd_init",
+    "rmsprop",
+    "rmsprop_init",
+    "rprop",
+    "rprop_init",
     "sgd",
     "sgd_init",
 ]

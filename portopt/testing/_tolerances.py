@@ -42,6 +42,10 @@ TOLERANCES: dict[str, Tolerance] = {
 #: with the reason and what was measured (suite seed 0, 16 steps, numpy and strict;
 #: on torch tensors both are exact).
 OPTIMIZER_TOLERANCES: dict[str, dict[str, Tolerance]] = {
+    # RMSprop with momentum: the buffer grows to 20-30, then cancels towards 0, keeping
+    # an absolute error of about one ULP of its peak from torch's 1-ULP sqrt: an error
+    # the relative floor of 0.1 counts as large. The floor goes to 1 (worst seen 1.4e-6).
+    "RMSprop": {"float32": Tolerance(rtol=5e-6, atol=5e-6)},
 }
 
 

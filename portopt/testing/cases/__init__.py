@@ -8,10 +8,12 @@ from . import (
     adam,
     adamax,
     asgd,
+    rmsprop,
+    rprop,
     sgd,
 )
 
-_MODULES = (sgd, adam, adadelta, adamax, asgd)
+_MODULES = (sgd, adam, adadelta, adamax, asgd, rmsprop, rprop)
 
 #: Every case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
