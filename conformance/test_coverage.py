@@ -14,8 +14,6 @@ from portopt.testing import OPTIM_CASES, SCENARIOS
 EXCLUDED = {
     "Adagrad": "arrives with issue #3 (every other optimizer)",
     "LBFGS": "arrives with issue #3 (every other optimizer)",
-    "NAdam": "arrives with issue #3 (every other optimizer)",
-    "RAdam": "arrives with issue #3 (every other optimizer)",
     "SparseAdam": "arrives with issue #3 (every other optimizer)",
     "Adafactor": "arrives with issue #3 (every other optimizer)",
     "Muon": "arrives with issue #3 (every other optimizer)",

@@ -11,6 +11,8 @@ from .optim.adadelta import AdadeltaState, adadelta, adadelta_init
 from .optim.adam import AdamState, adam, adam_init
 from .optim.adamax import AdamaxState, adamax, adamax_init
 from .optim.asgd import ASGDState, asgd, asgd_init
+from .optim.nadam import NAdamState, nadam, nadam_init
+from .optim.radam import RAdamState, radam, radam_init
 from .optim.rmsprop import RMSpropState, rmsprop, rmsprop_init
 from .optim.rprop import RpropState, rprop, rprop_init
 from .optim.sgd import SGDState, sgd, sgd_init
@@ -20,6 +22,8 @@ __all__ = [
     "AdamaxState",
     "AdamState",
     "ASGDState",
+    "NAdamState",
+    "RAdamState",
     "RMSpropState",
     "RpropState",
     "SGDState",
@@ -31,6 +35,10 @@ __all__ = [
     "adamax_init",
     "asgd",
     "asgd_init",
+    "nadam",
+    "nadam_init",
+    "radam",
+    "radam_init",
     "rmsprop",
     "rmsprop_init",
     "rprop",

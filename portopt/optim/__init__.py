@@ -18,6 +18,8 @@ _ALGORITHMS = {
     "Adamax": "adamax",
     "AdamW": "adamw",
     "ASGD": "asgd",
+    "NAdam": "nadam",
+    "RAdam": "radam",
     "RMSprop": "rmsprop",
     "Rprop": "rprop",
     "SGD": "sgd",

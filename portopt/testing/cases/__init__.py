@@ -8,12 +8,14 @@ from . import (
     adam,
     adamax,
     asgd,
+    nadam,
+    radam,
     rmsprop,
     rprop,
     sgd,
 )
 
-_MODULES = (sgd, adam, adadelta, adamax, asgd, rmsprop, rprop)
+_MODULES = (sgd, adam, adadelta, adamax, asgd, nadam, radam, rmsprop, rprop)
 
 #: Every case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
