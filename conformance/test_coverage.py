@@ -12,7 +12,6 @@ from portopt.testing import OPTIM_CASES, SCENARIOS
 
 # Names of torch.optim not (yet) in portopt.optim, with the reason.
 EXCLUDED = {
-    "Adagrad": "arrives with issue #3 (every other optimizer)",
     "LBFGS": "arrives with issue #3 (every other optimizer)",
     "SparseAdam": "arrives with issue #3 (every other optimizer)",
     "Adafactor": "arrives with issue #3 (every other optimizer)",

@@ -8,6 +8,7 @@ flat vector and an objective instead: ``lbfgs(x, objective, state, ...)`` return
 """
 
 from .optim.adadelta import AdadeltaState, adadelta, adadelta_init
+from .optim.adagrad import AdagradState, adagrad, adagrad_init
 from .optim.adam import AdamState, adam, adam_init
 from .optim.adamax import AdamaxState, adamax, adamax_init
 from .optim.asgd import ASGDState, asgd, asgd_init
@@ -19,6 +20,7 @@ from .optim.sgd import SGDState, sgd, sgd_init
 
 __all__ = [
     "AdadeltaState",
+    "AdagradState",
     "AdamaxState",
     "AdamState",
     "ASGDState",
@@ -29,6 +31,8 @@ __all__ = [
     "SGDState",
     "adadelta",
     "adadelta_init",
+    "adagrad",
+    "adagrad_init",
     "adam",
     "adam_init",
     "adamax",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import _cases
 from . import (
     adadelta,
+    adagrad,
     adam,
     adamax,
     asgd,
@@ -15,7 +16,7 @@ from . import (
     sgd,
 )
 
-_MODULES = (sgd, adam, adadelta, adamax, asgd, nadam, radam, rmsprop, rprop)
+_MODULES = (sgd, adam, adadelta, adagrad, adamax, asgd, nadam, radam, rmsprop, rprop)
 
 #: Every case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
