@@ -17,6 +17,7 @@ from .optim.radam import RAdamState, radam, radam_init
 from .optim.rmsprop import RMSpropState, rmsprop, rmsprop_init
 from .optim.rprop import RpropState, rprop, rprop_init
 from .optim.sgd import SGDState, sgd, sgd_init
+from .optim.sparse_adam import SparseAdamState, sparse_adam, sparse_adam_init
 
 __all__ = [
     "AdadeltaState",
@@ -29,6 +30,7 @@ __all__ = [
     "RMSpropState",
     "RpropState",
     "SGDState",
+    "SparseAdamState",
     "adadelta",
     "adadelta_init",
     "adagrad",
@@ -49,4 +51,6 @@ __all__ = [
     "rprop_init",
     "sgd",
     "sgd_init",
+    "sparse_adam",
+    "sparse_adam_init",
 ]

@@ -24,6 +24,7 @@ _ALGORITHMS = {
     "RMSprop": "rmsprop",
     "Rprop": "rprop",
     "SGD": "sgd",
+    "SparseAdam": "sparse_adam",
 }
 
 __all__ = [*_ALGORITHMS, "Optimizer"]

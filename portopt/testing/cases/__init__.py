@@ -14,9 +14,10 @@ from . import (
     rmsprop,
     rprop,
     sgd,
+    sparse_adam,
 )
 
-_MODULES = (sgd, adam, adadelta, adagrad, adamax, asgd, nadam, radam, rmsprop, rprop)
+_MODULES = (sgd, adam, adadelta, adagrad, adamax, asgd, nadam, radam, rmsprop, rprop, sparse_adam)
 
 #: Every case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
