@@ -7,6 +7,7 @@ flat vector and an objective instead: ``lbfgs(x, objective, state, ...)`` return
 ``(new_x, first_loss, new_state)``.
 """
 
+from .optim._adafactor import AdafactorState, adafactor, adafactor_init
 from .optim.adadelta import AdadeltaState, adadelta, adadelta_init
 from .optim.adagrad import AdagradState, adagrad, adagrad_init
 from .optim.adam import AdamState, adam, adam_init
@@ -21,6 +22,7 @@ from .optim.sparse_adam import SparseAdamState, sparse_adam, sparse_adam_init
 
 __all__ = [
     "AdadeltaState",
+    "AdafactorState",
     "AdagradState",
     "AdamaxState",
     "AdamState",
@@ -33,6 +35,8 @@ __all__ = [
     "SparseAdamState",
     "adadelta",
     "adadelta_init",
+    "adafactor",
+    "adafactor_init",
     "adagrad",
     "adagrad_init",
     "adam",

@@ -14,6 +14,7 @@ from .optimizer import Optimizer
 # class name -> module, as torch.optim lays them out
 _ALGORITHMS = {
     "Adadelta": "adadelta",
+    "Adafactor": "_adafactor",
     "Adagrad": "adagrad",
     "Adam": "adam",
     "Adamax": "adamax",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import _cases
 from . import (
     adadelta,
+    adafactor,
     adagrad,
     adam,
     adamax,
@@ -17,7 +18,20 @@ from . import (
     sparse_adam,
 )
 
-_MODULES = (sgd, adam, adadelta, adagrad, adamax, asgd, nadam, radam, rmsprop, rprop, sparse_adam)
+_MODULES = (
+    sgd,
+    adam,
+    adadelta,
+    adagrad,
+    adamax,
+    asgd,
+    nadam,
+    radam,
+    rmsprop,
+    rprop,
+    sparse_adam,
+    adafactor,
+)
 
 #: Every case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
