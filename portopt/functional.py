@@ -8,6 +8,7 @@ flat vector and an objective instead: ``lbfgs(x, objective, state, ...)`` return
 """
 
 from .optim._adafactor import AdafactorState, adafactor, adafactor_init
+from .optim._muon import MuonState, muon, muon_init
 from .optim.adadelta import AdadeltaState, adadelta, adadelta_init
 from .optim.adagrad import AdagradState, adagrad, adagrad_init
 from .optim.adam import AdamState, adam, adam_init
@@ -27,6 +28,7 @@ __all__ = [
     "AdamaxState",
     "AdamState",
     "ASGDState",
+    "MuonState",
     "NAdamState",
     "RAdamState",
     "RMSpropState",
@@ -45,6 +47,8 @@ __all__ = [
     "adamax_init",
     "asgd",
     "asgd_init",
+    "muon",
+    "muon_init",
     "nadam",
     "nadam_init",
     "radam",

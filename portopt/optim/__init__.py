@@ -20,6 +20,7 @@ _ALGORITHMS = {
     "Adamax": "adamax",
     "AdamW": "adamw",
     "ASGD": "asgd",
+    "Muon": "_muon",
     "NAdam": "nadam",
     "RAdam": "radam",
     "RMSprop": "rmsprop",

@@ -10,6 +10,7 @@ from . import (
     adam,
     adamax,
     asgd,
+    muon,
     nadam,
     radam,
     rmsprop,
@@ -31,6 +32,7 @@ _MODULES = (
     rprop,
     sparse_adam,
     adafactor,
+    muon,
 )
 
 #: Every case, in table order.
