@@ -12,7 +12,6 @@ from portopt.testing import OPTIM_CASES, SCENARIOS
 
 # Names of torch.optim not (yet) in portopt.optim, with the reason.
 EXCLUDED = {
-    "LBFGS": "arrives with issue #3 (every other optimizer)",
     "lr_scheduler": "arrives with issue #4 (LR schedulers)",
     "swa_utils": "arrives with issues #4 (SWALR) and #5 (AveragedModel, update_bn)",
     "swap_in_optimizer_params_and_state": "a torch.compile-oriented context manager over torch "

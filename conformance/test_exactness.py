@@ -43,3 +43,41 @@ def test_adam_on_torch_tensors_is_bit_exact(case, dtype):
     result = run_case(dataclasses.replace(case, steps=40), TestBackend.TORCH, dtype)
     assert result.passed and result.rel == 0.0, result
 
+
+def test_lbfgs_bound_is_torchs_own_sensitivity():
+    """Why LBFGS has its own tolerance entry: torch.optim.LBFGS run twice, from
+    parameters one ULP apart, already moves apart by more than the float64 bound of the
+    table, within the entry portopt uses for it."""
+    import numpy as np
+
+    from portopt.testing import TOLERANCES, tolerance_for
+    from portopt.testing._runner import SHAPES, _objective, _rng_arrays
+
+    rng = np.random.default_rng(0)
+    values = _rng_arrays(rng, SHAPES, "float64")
+    targets = _rng_arrays(rng, SHAPES, "float64", 0.5)
+    noise_rng = np.random.default_rng(1)
+    runs = []
+    for bump in (False, True):
+        params = [torch.from_numpy(np.array(v, copy=True)) for v in values]
+        if bump:
+            params[0].view(-1)[0] = float(np.nextafter(values[0].flat[0], np.inf))
+        runs.append((params, torch.optim.LBFGS(params)))
+    for _ in range(3):
+        noise = _rng_arrays(noise_rng, SHAPES, "float64")
+        for params, opt in runs:
+            def closure(params=params, noise=noise):
+                total = 0.0
+                for p, target, n in zip(params, targets, noise):
+                    loss, grad = _objective(p.numpy(), target, n)
+                    total += loss
+                    p.grad = torch.from_numpy(grad)
+                return total
+            opt.step(closure)
+    (pa, oa), (pb, ob) = runs
+    sa, sb = oa.state[pa[0]], ob.state[pb[0]]
+    history = [(sa["d"], sb["d"]), *zip(sa["old_dirs"], sb["old_dirs"]),
+               *zip(sa["old_stps"], sb["old_stps"])]
+    gap = max(float(np.max(np.abs(x.numpy() - y.numpy()) / (np.abs(y.numpy()) + 0.1)))
+              for x, y in history)
+    assert TOLERANCES["float64"].rtol < gap < tolerance_for("float64", "LBFGS").rtol

@@ -14,6 +14,7 @@ from .optim.adagrad import AdagradState, adagrad, adagrad_init
 from .optim.adam import AdamState, adam, adam_init
 from .optim.adamax import AdamaxState, adamax, adamax_init
 from .optim.asgd import ASGDState, asgd, asgd_init
+from .optim.lbfgs import LBFGSState, lbfgs, lbfgs_init
 from .optim.nadam import NAdamState, nadam, nadam_init
 from .optim.radam import RAdamState, radam, radam_init
 from .optim.rmsprop import RMSpropState, rmsprop, rmsprop_init
@@ -28,6 +29,7 @@ __all__ = [
     "AdamaxState",
     "AdamState",
     "ASGDState",
+    "LBFGSState",
     "MuonState",
     "NAdamState",
     "RAdamState",
@@ -47,6 +49,8 @@ __all__ = [
     "adamax_init",
     "asgd",
     "asgd_init",
+    "lbfgs",
+    "lbfgs_init",
     "muon",
     "muon_init",
     "nadam",

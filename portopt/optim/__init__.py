@@ -20,6 +20,7 @@ _ALGORITHMS = {
     "Adamax": "adamax",
     "AdamW": "adamw",
     "ASGD": "asgd",
+    "LBFGS": "lbfgs",
     "Muon": "_muon",
     "NAdam": "nadam",
     "RAdam": "radam",

@@ -46,6 +46,15 @@ OPTIMIZER_TOLERANCES: dict[str, dict[str, Tolerance]] = {
     # an absolute error of about one ULP of its peak from torch's 1-ULP sqrt: an error
     # the relative floor of 0.1 counts as large. The floor goes to 1 (worst seen 1.4e-6).
     "RMSprop": {"float32": Tolerance(rtol=5e-6, atol=5e-6)},
+    # LBFGS sums dot products in BLAS order (torch: MKL), and its history (ro, al, y
+    # near convergence) is dominated by rounding noise that the two-loop recursion and
+    # line search amplify. torch against itself from parameters 1 ULP apart diverges
+    # likewise: up to 29 (relative, with an n_iter flip) in float32 and 4e-9 in float64
+    # over the suite's LBFGS cases. Measured here: float32 2.9e-2, float64 1.1e-9,
+    # complex128 2.3e-8 (other seeds reach 5e-8 in float64 and flip branches in float32).
+    "LBFGS": {"float32": Tolerance(rtol=1e-1, atol=1e-2),
+              "float64": Tolerance(rtol=1e-7, atol=1e-8),
+              "complex128": Tolerance(rtol=1e-6, atol=1e-7)},
 }
 
 

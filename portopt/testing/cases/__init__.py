@@ -10,6 +10,7 @@ from . import (
     adam,
     adamax,
     asgd,
+    lbfgs,
     muon,
     nadam,
     radam,
@@ -33,6 +34,7 @@ _MODULES = (
     sparse_adam,
     adafactor,
     muon,
+    lbfgs,
 )
 
 #: Every case, in table order.
