@@ -124,3 +124,18 @@ def test_sparse_gradients_for_numpy_parameters_are_sparse_grads(torch):
                      shapes=((6, 3),), second_group=None)
     cmp.run(steps=1)
     assert seen and all(isinstance(g, portopt.SparseGrad) for g in seen)
+
+
+def test_summary_reports_own_tolerance_entries_apart():
+    from portopt.testing import CaseResult
+    from portopt.testing._matrix import format_summary, summarize
+
+    rows = [CaseResult("SGD-default", "numpy", "float64", True, 16, 1e-15, None),
+            CaseResult("LBFGS-default", "numpy", "float64", True, 3, 1e-9, None),
+            CaseResult("Adam-default", "numpy", "float32", False, 2, 1e-3, 12.0)]
+    summary = summarize(rows)
+    assert summary["worst"]["float64"]["rel"] == 1e-15  # LBFGS has its own float64 entry
+    assert summary["worst_own_entries"] == {"LBFGS": {"float64": 1e-9}}
+    assert summary["failed"] == 1 and summary["optimizers"] == ["Adam", "LBFGS", "SGD"]
+    text = format_summary(summary)
+    assert text.startswith("2/3 passed, 1 failed") and "LBFGS float64 1.00e-09" in text
