@@ -50,3 +50,12 @@ def test_every_optimizer_has_cases_in_every_scenario():
             expected.discard("add-group")  # one param group only, as torch's LBFGS
         scenarios = {c.scenario for c in OPTIM_CASES if c.name == name}
         assert scenarios == expected, (name, expected ^ scenarios)
+
+
+def test_all_names_torch_optims_optimizers():
+    theirs = {name for name in torch.optim.__all__
+              if inspect.isclass(getattr(torch.optim, name))
+              and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)}
+    assert set(portopt.optim.__all__) == theirs
+    assert all(issubclass(getattr(portopt.optim, name), portopt.optim.Optimizer)
+               for name in portopt.optim.__all__)
