@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,9 +34,11 @@ def run_matrix(cases: list[OptimCase], backends: list[TestBackend], dtypes: Iter
     """Run every case on every backend and dtype; skipped combinations are left out."""
     dtype_filter = set(dtypes) if dtypes else None
     results = []
-    # some cases make NaN on purpose (RMSprop with alpha > 1, as torch accepts it);
-    # NumPy would warn where torch is silent
-    with np.errstate(all="ignore"):
+    # some cases make NaN on purpose (RMSprop with alpha > 1, as torch accepts it):
+    # NumPy would warn where torch is silent; and torch's own sparse Adagrad asks for
+    # its invariant checks to be set explicitly
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
         _run_all(cases, backends, dtype_filter, resync, on_result, results)
     return results
 
