@@ -14,6 +14,7 @@ from ._checks import (
     check_fused_flags,
     check_one_element,
     is_array,
+    requires_grad,
     to_scalar,
 )
 from ._math import (
@@ -213,9 +214,9 @@ class Adam(Optimizer):
 
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
         check_fused_available("Adam", group, work[0].backend)
-        steps = [self._current_step(item, group) for item in work]
-        check_capturable_devices(group, work, lambda item: (self._current_step(item, group),))
-        if group["differentiable"] and any(getattr(s, "requires_grad", False) for s in steps):
+        steps = {id(item.param): self._current_step(item, group) for item in work}
+        check_capturable_devices(group, work, lambda item: (steps[id(item.param)],))
+        if group["differentiable"] and any(requires_grad(s) for s in steps.values()):
             raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
         if group["foreach"] and is_array(group["lr"]) and not group["capturable"]:
             raise RuntimeError(
