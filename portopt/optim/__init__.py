@@ -1,7 +1,8 @@
 """The optimizers of ``torch.optim``, on any array backend.
 
 Each algorithm lives in the module of the same name as torch's (``adam.py``,
-``_adafactor.py``, ...) and is imported the first time it is used.
+``_adafactor.py``, ...) and is imported the first time it is used; so are the
+``lr_scheduler`` and ``swa_utils`` submodules.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ _ALGORITHMS = {
     "SparseAdam": "sparse_adam",
 }
 
+# submodules reachable as attributes, as torch.optim.lr_scheduler is
+_SUBMODULES = ("lr_scheduler", "swa_utils")
+
 __all__ = [*_ALGORITHMS, "Optimizer"]
 
 
@@ -38,8 +42,10 @@ def __getattr__(name: str) -> Any:
         cls = getattr(importlib.import_module(f".{_ALGORITHMS[name]}", __name__), name)
         globals()[name] = cls
         return cls
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
