@@ -13,22 +13,30 @@ import numpy as np
 from ._backends import TestBackend
 from ._cases import OptimCase
 from ._runner import CaseResult, run_case
+from ._schedulers import SchedulerCase, run_scheduler_case
 from ._tolerances import OPTIMIZER_TOLERANCES, TOLERANCES
-from .cases import OPTIM_CASES
+from .cases import OPTIM_CASES, SCHEDULER_CASES
+
+Case = OptimCase | SchedulerCase
 
 
-def select_cases(optimizers: Iterable[str] | None = None,
+def select_cases(names: Iterable[str] | None = None,
                  scenarios: Iterable[str] | None = None,
-                 cases: list[OptimCase] | None = None) -> list[OptimCase]:
-    """The cases of the table that match the filters (names compare case-insensitively)."""
-    wanted = {o.lower() for o in optimizers} if optimizers else None
+                 cases: list[Case] | None = None) -> list[Case]:
+    """The cases of the table (optimizers, then schedulers) that match the filters: class
+    names compare case-insensitively."""
+    wanted = {o.lower() for o in names} if names else None
     scen = set(scenarios) if scenarios else None
-    return [c for c in (OPTIM_CASES if cases is None else cases)
+    return [c for c in (OPTIM_CASES + SCHEDULER_CASES if cases is None else cases)
             if (wanted is None or c.name.lower() in wanted)
             and (scen is None or c.scenario in scen)]
 
 
-def run_matrix(cases: list[OptimCase], backends: list[TestBackend], dtypes: Iterable[str] | None,
+def _scheduler_names() -> set[str]:
+    return {c.name for c in SCHEDULER_CASES}
+
+
+def run_matrix(cases: list[Case], backends: list[TestBackend], dtypes: Iterable[str] | None,
                *, resync: bool = False,
                on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
     """Run every case on every backend and dtype; skipped combinations are left out."""
@@ -43,7 +51,7 @@ def run_matrix(cases: list[OptimCase], backends: list[TestBackend], dtypes: Iter
     return results
 
 
-def _run_all(cases: list[OptimCase], backends: list[TestBackend], dtype_filter: set[str] | None,
+def _run_all(cases: list[Case], backends: list[TestBackend], dtype_filter: set[str] | None,
              resync: bool, on_result: Callable[[CaseResult], None] | None,
              results: list[CaseResult]) -> None:
     for case in cases:
@@ -51,7 +59,10 @@ def _run_all(cases: list[OptimCase], backends: list[TestBackend], dtype_filter: 
             for dtype in case.run_dtypes():
                 if dtype_filter is not None and dtype not in dtype_filter:
                     continue
-                result = run_case(case, backend, dtype, resync=resync)
+                if isinstance(case, SchedulerCase):
+                    result = run_scheduler_case(case, backend, dtype)
+                else:
+                    result = run_case(case, backend, dtype, resync=resync)
                 if result.skipped:
                     continue
                 results.append(result)
@@ -75,9 +86,12 @@ def summarize(results: list[CaseResult]) -> dict[str, Any]:
         if r.ulp is not None:
             w["ulp"] = max(w["ulp"] or 0.0, r.ulp)
     failed = [r for r in results if not r.passed]
+    names = {r.case.split("-", 1)[0] for r in results}
+    schedulers = _scheduler_names()
     return {"total": len(results), "passed": len(results) - len(failed),
             "failed": len(failed), "worst": worst, "worst_own_entries": own,
-            "optimizers": sorted({r.case.split("-", 1)[0] for r in results}),
+            "optimizers": sorted(names - schedulers),
+            "schedulers": sorted(names & schedulers),
             "backends": sorted({r.backend for r in results})}
 
 
@@ -95,7 +109,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         for dt, w in sorted(summary["worst"].items())
     )
     text = (f"{summary['passed']}/{summary['total']} passed, {summary['failed']} failed "
-            f"({len(summary['optimizers'])} optimizers on {', '.join(summary['backends'])}); "
+            f"({len(summary['optimizers'])} optimizers, {len(summary['schedulers'])} schedulers "
+            f"on {', '.join(summary['backends'])}); "
             f"worst relative error: {worst or 'n/a'}")
     own = summary["worst_own_entries"]
     if own:

@@ -16,6 +16,7 @@ from . import (
     radam,
     rmsprop,
     rprop,
+    schedulers,
     sgd,
     sparse_adam,
 )
@@ -37,5 +38,7 @@ _MODULES = (
     lbfgs,
 )
 
-#: Every case, in table order.
+#: Every optimizer case, in table order.
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
+#: Every scheduler case (the 15 LR schedulers and SWALR).
+SCHEDULER_CASES = schedulers.SCHEDULER_CASES
