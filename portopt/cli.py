@@ -66,8 +66,56 @@ def _conformance(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _plot_lr(args: argparse.Namespace) -> int:
+    import ast
+
+    from . import plotting
+
+    def fail(message: str) -> int:
+        print(f"portopt plot-lr: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.name not in plotting.SCHEDULERS:
+        return fail(f"unknown scheduler {args.name!r}; known: " + ", ".join(plotting.SCHEDULERS))
+    kwargs = {}
+    for item in args.args:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            return fail(f"malformed argument {item!r}: expected NAME=VALUE, e.g. step_size=30")
+        if key in kwargs:
+            return fail(f"argument {key!r} is given twice")
+        if key in ("lrs", "optimizer"):
+            return fail(f"set {key} with --lr/--optimizer, not {key}=")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text  # mode=triangular2, lr_lambda=lambda e: ...
+    if args.steps < 1:
+        return fail(f"--steps must be at least 1, got {args.steps}")
+    metrics = None
+    if args.metrics is not None:
+        try:
+            metrics = [float(m) for m in args.metrics.replace(",", " ").split()]
+        except ValueError:
+            return fail(f"--metrics must be numbers separated by commas, got {args.metrics!r}")
+    try:
+        plotting.plot_lr(args.name, args.steps, output=args.output, title=args.title,
+                         metrics=metrics, lrs=args.lr or (0.1,), optimizer=args.optimizer,
+                         **kwargs)
+    except ImportError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    except Exception as exc:  # the scheduler's own complaint about its arguments
+        return fail(f"{args.name}: {type(exc).__name__}: {exc}")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .testing._cases import SCENARIOS
+    from .testing._schedulers import SCHEDULER_SCENARIOS
 
     parser = argparse.ArgumentParser(
         prog="portopt",
@@ -82,20 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run every conformance case on every available backend and dtype against "
             "torch.optim (CPU, single-tensor path), comparing parameters and state after "
-            "every step. Prints one row per case x backend x dtype and a summary; exits "
-            "with 1 if any case fails."
+            "every step; and every scheduler case against torch.optim.lr_scheduler, "
+            "comparing each group's lr and momentum after every step. Prints one row per "
+            "case x backend x dtype and a summary; exits with 1 if any case fails."
         ),
     )
     conf.add_argument("--optimizer", "-o", action="append", metavar="NAME",
-                      help="only this optimizer (repeatable), e.g. -o Adam")
+                      help="only this optimizer or scheduler (repeatable), e.g. -o Adam "
+                           "-o OneCycleLR")
     conf.add_argument("--backend", "-b", action="append", metavar="NAME",
                       choices=["numpy", "array_api_strict", "torch", "cupy"],
                       help="only this backend (repeatable): numpy, array_api_strict, torch, cupy")
     conf.add_argument("--dtype", "-d", action="append", metavar="DTYPE",
                       choices=["float32", "float64", "complex128"],
                       help="only this dtype (repeatable): float32, float64, complex128")
-    conf.add_argument("--scenario", "-s", action="append", metavar="NAME", choices=SCENARIOS,
-                      help="only this scenario (repeatable): " + ", ".join(SCENARIOS))
+    scenarios = list(dict.fromkeys(SCENARIOS + SCHEDULER_SCENARIOS))
+    conf.add_argument("--scenario", "-s", action="append", metavar="NAME", choices=scenarios,
+                      help="only this scenario (repeatable): " + ", ".join(scenarios))
     conf.add_argument("--resync", action="store_true",
                       help="copy torch's state into the candidate after every step, so a "
                            "failure names the step that caused it")
@@ -106,6 +157,65 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--quiet", "-q", action="store_true",
                       help="print failing rows and the summary only")
     conf.set_defaults(func=_conformance)
+
+    import textwrap
+
+    from .plotting import SCHEDULERS  # no matplotlib import: that waits for a plot
+
+    plot = sub.add_parser(
+        "plot-lr",
+        help="plot a learning-rate schedule to a PNG (needs matplotlib)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="\n\n".join(textwrap.fill(p, 79) for p in (
+            "Build a portopt scheduler on a throwaway optimizer (SGD with momentum=0.9, "
+            "or Adam), step it --steps times the way a training loop does, and plot the "
+            "learning rate of each param group against the step; when the scheduler "
+            "cycles the momentum (CyclicLR, OneCycleLR) a second panel shows it.",
+            "Scheduler arguments are ARG=VALUE with torch's names. VALUE is read as a "
+            "Python literal (30, 0.1, [30, 80], True, None) and otherwise kept as text "
+            "(mode=triangular2). Functions (lr_lambda, scale_fn) are lambda strings, "
+            "checked before use: arithmetic, comparisons, if/else, numbers, math.<name> "
+            "and min/max/abs only. SequentialLR and ChainedScheduler take schedulers as a "
+            "list of spec strings. ReduceLROnPlateau sees --metrics, or a synthetic loss "
+            "that falls, then plateaus from step 21.",
+            "schedulers: " + ", ".join(SCHEDULERS),
+        )),
+        epilog=(
+            "examples:\n"
+            "  portopt plot-lr StepLR step_size=30 gamma=0.1 --steps 100 -o step.png\n"
+            "  portopt plot-lr OneCycleLR max_lr=0.1 total_steps=100 --steps 100 -o 1cycle.png\n"
+            "  portopt plot-lr CyclicLR base_lr=0.01 max_lr=0.1 step_size_up=20 "
+            "mode=triangular2 --steps 120 -o cyclic.png\n"
+            "  portopt plot-lr MultiStepLR 'milestones=[30, 80]' --lr 0.1 --lr 0.05 "
+            "--steps 100 -o multistep.png\n"
+            "  portopt plot-lr LambdaLR 'lr_lambda=lambda epoch: 0.95 ** epoch' "
+            "--steps 50 -o lambda.png\n"
+            "  portopt plot-lr SequentialLR \"schedulers=['LinearLR(start_factor=0.1, "
+            "total_iters=10)', 'CosineAnnealingLR(T_max=90)']\" 'milestones=[10]' "
+            "--steps 100 -o warmup_cosine.png\n"
+            "  portopt plot-lr ReduceLROnPlateau patience=2 --metrics 1,0.8,0.7,0.7,0.7,0.7 "
+            "--steps 6 -o plateau.png\n"
+            "  portopt plot-lr SWALR swa_lr=0.05 anneal_epochs=20 --steps 50 -o swa.png"
+        ),
+    )
+    plot.add_argument("name", metavar="NAME", help="the scheduler's class name, e.g. StepLR")
+    plot.add_argument("args", nargs="*", metavar="ARG=VALUE",
+                      help="a scheduler argument, e.g. step_size=30 (without the optimizer)")
+    plot.add_argument("--steps", "-n", type=int, default=100,
+                      help="how many steps to plot (default: 100)")
+    plot.add_argument("--output", "-o", required=True, metavar="FILE.png",
+                      help="where to write the PNG")
+    plot.add_argument("--lr", action="append", type=float, metavar="LR",
+                      help="initial learning rate of one param group; repeat for more "
+                           "groups (default: one group at 0.1)")
+    plot.add_argument("--optimizer", choices=["SGD", "Adam"], default="SGD",
+                      help="SGD (momentum=0.9) or Adam (its betas[0] is the momentum); "
+                           "default: SGD")
+    plot.add_argument("--metrics", metavar="M0,M1,...",
+                      help="ReduceLROnPlateau only: the metric at each step, at least "
+                           "--steps of them")
+    plot.add_argument("--title", help="figure title (default: the name and arguments)")
+    plot.set_defaults(func=_plot_lr)
     return parser
 
 
