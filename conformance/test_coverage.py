@@ -50,23 +50,6 @@ def test_every_optimizer_has_cases_in_every_scenario():
         assert scenarios == expected, (name, expected ^ scenarios)
 
 
-# Names of torch.optim.swa_utils not (yet) in portopt.optim.swa_utils, with the reason.
-SWA_EXCLUDED = {
-    name: "arrives with issue #5 (AveragedModel, update_bn, the averaging functions)"
-    for name in ("AveragedModel", "update_bn", "get_ema_multi_avg_fn", "get_swa_multi_avg_fn",
-                 "get_ema_avg_fn", "get_swa_avg_fn")
-}
-
-
-def test_swa_utils_names_are_implemented_or_excluded():
-    from portopt.optim import swa_utils
-
-    missing = [name for name in torch.optim.swa_utils.__all__
-               if not hasattr(swa_utils, name) and name not in SWA_EXCLUDED]
-    assert missing == []
-    assert [name for name in SWA_EXCLUDED if hasattr(swa_utils, name)] == []
-
-
 def test_all_names_torch_optims_optimizers():
     theirs = {name for name in torch.optim.__all__
               if inspect.isclass(getattr(torch.optim, name))

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from case_matrix import case_params
 
 from portopt.testing import OPTIM_CASES, TestBackend, run_case
 
 
-def _matrix(resync: bool = False):
-    for case in OPTIM_CASES:
-        for backend in TestBackend:
-            if case.backends is not None and backend.value not in case.backends:
-                continue  # the case is defined for other backends only (torch-only modes)
-            reason = backend.unavailable()
-            marks = [pytest.mark.skip(reason=reason)] if reason else []
-            for dtype in case.run_dtypes():
-                yield pytest.param(case, backend, dtype, marks=marks,
-                                   id=f"{backend.value}-{dtype}-{case.id}")
-
-
-@pytest.mark.parametrize("case, backend, dtype", list(_matrix()))
+@pytest.mark.parametrize("case, backend, dtype", list(case_params(OPTIM_CASES)))
 def test_trajectory(case, backend, dtype):
     result = run_case(case, backend, dtype)
     assert result.passed, result.message

@@ -8,22 +8,13 @@ import inspect
 
 import pytest
 import torch
+from case_matrix import case_params
 
 from portopt.optim import lr_scheduler, swa_utils
-from portopt.testing import SCHEDULER_CASES, SCHEDULER_SCENARIOS, TestBackend, run_scheduler_case
+from portopt.testing import SCHEDULER_CASES, SCHEDULER_SCENARIOS, run_scheduler_case
 
 
-def _matrix():
-    for case in SCHEDULER_CASES:
-        for backend in TestBackend:
-            reason = backend.unavailable()
-            marks = [pytest.mark.skip(reason=reason)] if reason else []
-            for dtype in case.run_dtypes():
-                yield pytest.param(case, backend, dtype, marks=marks,
-                                   id=f"{backend.value}-{dtype}-{case.id}")
-
-
-@pytest.mark.parametrize("case, backend, dtype", list(_matrix()))
+@pytest.mark.parametrize("case, backend, dtype", list(case_params(SCHEDULER_CASES)))
 def test_schedule(case, backend, dtype):
     result = run_scheduler_case(case, backend, dtype)
     assert result.passed, result.message

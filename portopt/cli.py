@@ -131,20 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
             "Run every conformance case on every available backend and dtype against "
             "torch.optim (CPU, single-tensor path), comparing parameters and state after "
             "every step; and every scheduler case against torch.optim.lr_scheduler, "
-            "comparing each group's lr and momentum after every step. Prints one row per "
+            "comparing each group's lr and momentum after every step; and AveragedModel and "
+            "update_bn against torch.optim.swa_utils. Prints one row per "
             "case x backend x dtype and a summary; exits with 1 if any case fails."
         ),
     )
     conf.add_argument("--optimizer", "-o", action="append", metavar="NAME",
-                      help="only this optimizer or scheduler (repeatable), e.g. -o Adam "
-                           "-o OneCycleLR")
+                      help="only this optimizer, scheduler, AveragedModel or update_bn "
+                           "(repeatable), e.g. -o Adam -o OneCycleLR")
     conf.add_argument("--backend", "-b", action="append", metavar="NAME",
                       choices=["numpy", "array_api_strict", "torch", "cupy"],
                       help="only this backend (repeatable): numpy, array_api_strict, torch, cupy")
     conf.add_argument("--dtype", "-d", action="append", metavar="DTYPE",
                       choices=["float32", "float64", "complex128"],
                       help="only this dtype (repeatable): float32, float64, complex128")
-    scenarios = list(dict.fromkeys(SCENARIOS + SCHEDULER_SCENARIOS))
+    scenarios = list(dict.fromkeys(SCENARIOS + SCHEDULER_SCENARIOS + ("swa",)))
     conf.add_argument("--scenario", "-s", action="append", metavar="NAME", choices=scenarios,
                       help="only this scenario (repeatable): " + ", ".join(scenarios))
     conf.add_argument("--resync", action="store_true",

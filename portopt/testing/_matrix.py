@@ -14,20 +14,21 @@ from ._backends import TestBackend
 from ._cases import OptimCase
 from ._runner import CaseResult, run_case
 from ._schedulers import SchedulerCase, run_scheduler_case
+from ._swa import SwaCase, run_swa_case
 from ._tolerances import OPTIMIZER_TOLERANCES, TOLERANCES
-from .cases import OPTIM_CASES, SCHEDULER_CASES
+from .cases import OPTIM_CASES, SCHEDULER_CASES, SWA_CASES
 
-Case = OptimCase | SchedulerCase
+Case = OptimCase | SchedulerCase | SwaCase
 
 
 def select_cases(names: Iterable[str] | None = None,
                  scenarios: Iterable[str] | None = None,
                  cases: list[Case] | None = None) -> list[Case]:
-    """The cases of the table (optimizers, then schedulers) that match the filters: class
-    names compare case-insensitively."""
+    """The cases of the table (optimizers, schedulers, then swa_utils) that match the
+    filters: class names compare case-insensitively."""
     wanted = {o.lower() for o in names} if names else None
     scen = set(scenarios) if scenarios else None
-    return [c for c in (OPTIM_CASES + SCHEDULER_CASES if cases is None else cases)
+    return [c for c in (OPTIM_CASES + SCHEDULER_CASES + SWA_CASES if cases is None else cases)
             if (wanted is None or c.name.lower() in wanted)
             and (scen is None or c.scenario in scen)]
 
@@ -61,6 +62,8 @@ def _run_all(cases: list[Case], backends: list[TestBackend], dtype_filter: set[s
                     continue
                 if isinstance(case, SchedulerCase):
                     result = run_scheduler_case(case, backend, dtype)
+                elif isinstance(case, SwaCase):
+                    result = run_swa_case(case, backend, dtype)
                 else:
                     result = run_case(case, backend, dtype, resync=resync)
                 if result.skipped:
@@ -71,13 +74,15 @@ def _run_all(cases: list[Case], backends: list[TestBackend], dtype_filter: set[s
 
 
 def summarize(results: list[CaseResult]) -> dict[str, Any]:
-    """Counts and worst errors per dtype: under the standard table, and for each optimizer
-    that has an entry of its own in ``OPTIMIZER_TOLERANCES`` (reported apart)."""
+    """Counts and worst errors per dtype: under the standard table, and apart for each
+    optimizer that has an entry of its own in ``OPTIMIZER_TOLERANCES`` and for the
+    swa_utils cases (whose tolerances live in ``_swa.py``)."""
     worst: dict[str, dict[str, float | None]] = {}
     own: dict[str, dict[str, float]] = {}
+    swa_names = {c.name for c in SWA_CASES}
     for r in results:
         name = r.case.split("-", 1)[0]
-        if r.dtype in OPTIMIZER_TOLERANCES.get(name, {}):
+        if r.dtype in OPTIMIZER_TOLERANCES.get(name, {}) or name in swa_names:
             entry = own.setdefault(name, {})
             entry[r.dtype] = max(entry.get(r.dtype, 0.0), r.rel)
             continue
@@ -88,10 +93,12 @@ def summarize(results: list[CaseResult]) -> dict[str, Any]:
     failed = [r for r in results if not r.passed]
     names = {r.case.split("-", 1)[0] for r in results}
     schedulers = _scheduler_names()
+    swa = {c.name for c in SWA_CASES}
     return {"total": len(results), "passed": len(results) - len(failed),
             "failed": len(failed), "worst": worst, "worst_own_entries": own,
-            "optimizers": sorted(names - schedulers),
+            "optimizers": sorted(names - schedulers - swa),
             "schedulers": sorted(names & schedulers),
+            "swa_utils": sorted(names & swa),
             "backends": sorted({r.backend for r in results})}
 
 
@@ -109,8 +116,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         for dt, w in sorted(summary["worst"].items())
     )
     text = (f"{summary['passed']}/{summary['total']} passed, {summary['failed']} failed "
-            f"({len(summary['optimizers'])} optimizers, {len(summary['schedulers'])} schedulers "
-            f"on {', '.join(summary['backends'])}); "
+            f"({len(summary['optimizers'])} optimizers, {len(summary['schedulers'])} schedulers"
+            + (", swa_utils" if summary.get("swa_utils") else "")
+            + f" on {', '.join(summary['backends'])}); "
             f"worst relative error: {worst or 'n/a'}")
     own = summary["worst_own_entries"]
     if own:

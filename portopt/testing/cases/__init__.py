@@ -19,6 +19,7 @@ from . import (
     schedulers,
     sgd,
     sparse_adam,
+    swa,
 )
 
 _MODULES = (
@@ -42,3 +43,5 @@ _MODULES = (
 OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in module.CASES]
 #: Every scheduler case (the 15 LR schedulers and SWALR).
 SCHEDULER_CASES = schedulers.SCHEDULER_CASES
+#: The swa_utils cases (AveragedModel, update_bn).
+SWA_CASES = swa.SWA_CASES
