@@ -355,10 +355,16 @@ class Optimizer(StateDictMixin):
                 loss = closure()
         with _grad_enabled(bool(self.defaults.get("differentiable", False))):
             plan = [self._prepare_group(group) for group in self.param_groups]
-            results = [self._compute_group(group, work)
-                       for group, work in zip(self.param_groups, plan)]
-            for work, new in zip(plan, results):
-                self._commit(work, new)
+            fused = [self._fused_step(group, work)
+                     for group, work in zip(self.param_groups, plan)]
+            results = [None if run is not None else self._compute_group(group, work)
+                       for group, work, run in zip(self.param_groups, plan, fused)]
+            # everything that can raise has run: now write, in place
+            for work, new, run in zip(plan, results, fused):
+                if run is not None:
+                    run()
+                else:
+                    self._commit(work, new)
         return loss
 
     def _prepare_group(self, group: dict[str, Any]) -> list[_Work]:
@@ -436,6 +442,12 @@ class Optimizer(StateDictMixin):
             entries = {k: v for k, v in new_state._asdict().items() if v is not None}
             if entries or item.param in self.state:
                 self.state[item.param].update(entries)
+
+    def _fused_step(self, group: dict[str, Any], work: list[_Work]) -> Callable[[], None] | None:
+        """A fused in-place step of a whole group (a backend's compiled kernel), or ``None``
+        for the generic kernel. It is called after validation and must not mutate; the
+        returned function runs after every group has been computed and cannot fail."""
+        return None
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> Any:
         """The initial state of one parameter (a NamedTuple of torch's state keys)."""

@@ -1,0 +1,163 @@
+"""Fused single-pass kernels for NumPy arrays, compiled by numba (the ``fast`` extra).
+
+One kernel per algorithm; the variants (maximize, weight-decay mode, AMSGrad, Nesterov)
+are arguments, never separate kernels. Each reads every element once and writes the
+parameter and its state in place, in parallel over the elements. The arithmetic is the
+generic kernel's, operation for operation, so a fused step lands on the same bits:
+
+* torch's fused multiply-adds (``add(alpha=)``, ``lerp``, ``addcmul``) are rounded once,
+  through float64 for float32 arrays, as ``portopt/optim/_math.py`` emulates them, and
+  as two operations for float64 arrays, as the generic kernel computes them there;
+* host scalars (bias corrections, ``1 - beta``) are computed in Python by the caller and
+  arrive already rounded to the array's dtype (``cast``), as NumPy rounds a Python float
+  before it meets a float32 array.
+
+numba's own cache keeps the compiled kernels on disk between processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_JIT = {"parallel": True, "cache": True, "nogil": True}
+
+
+@numba.njit(inline="always")
+def _fma(a, b, c, single):  # noqa: ANN001, ANN202 - numba infers the types
+    """``a * b + c`` rounded once for float32 (exact through float64), twice for float64."""
+    if single:
+        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+    return a * b + c
+
+
+@numba.njit(inline="always")
+def _lerp(start, end, w, w_minus_1, one_minus_w, single):  # noqa: ANN001, ANN202
+    """torch's ``lerp``: ``start + w*(end - start)`` below ``|w| = 0.5``, else
+    ``end + (w - 1)*(end - start)`` (for float64 as the generic kernel writes it,
+    ``end - (end - start)*(1 - w)``). The scalars arrive in the array's dtype, so that no
+    operation widens a float32 computation."""
+    diff = end - start
+    if abs(w) < 0.5:
+        if single:
+            return _fma(w, diff, start, True)
+        return start + w * diff
+    if single:
+        return _fma(w_minus_1, diff, end, True)
+    return end - diff * one_minus_w
+
+
+@numba.njit(inline="always")
+def _maximum(a, b):  # noqa: ANN001, ANN202
+    """NumPy's ``maximum``: NaN if either is NaN."""
+    if math.isnan(a) or math.isnan(b):
+        return a + b
+    return a if a > b else b
+
+
+
+
+@numba.njit(inline="always")
+def _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, amsgrad, l2, sign,
+                  weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
+                  one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, single):  # noqa: ANN001, ANN202
+    g = grad[i] * sign
+    p = param[i]
+    if l2:
+        g = _fma(weight_decay, p, g, single)
+    p = p * decay_factor
+    m = _lerp(exp_avg[i], g, w1, w1_minus_1, one_minus_w1, single)
+    v = _fma(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2, single)
+    exp_avg[i] = m
+    exp_avg_sq[i] = v
+    if amsgrad:
+        v = _maximum(max_exp_avg_sq[i], v)
+        max_exp_avg_sq[i] = v
+    denom = np.sqrt(v) / bias_correction2_sqrt + eps  # in the array's dtype
+    param[i] = p + (neg_step_size * m) / denom
+
+
+@numba.njit(**_JIT)
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_decay,
+              decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2,
+              amsgrad, bias_correction2_sqrt, eps, neg_step_size):  # noqa: ANN001, ANN201
+    """One Adam/AdamW step over flat arrays, in place (see ``portopt.optim.adam.adam``).
+
+    ``sign`` is -1 to maximize (an exact negation), else 1; ``weight_decay`` the L2
+    coefficient (0 when decoupled); ``decay_factor`` the decoupled shrink ``1 - lr*wd``
+    (exactly 1 otherwise); ``w1 = 1 - beta1``, with ``w1 - 1`` and ``1 - w1`` for lerp's
+    upper form; the others as in the generic kernel, rounded to the dtype. The flags
+    pick one of four loops, so that no branch is left inside a loop to stop it from
+    being vectorized.
+    """
+    single = param.itemsize == 4
+    if amsgrad:
+        if weight_decay != 0:
+            for i in numba.prange(param.size):
+                _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, True,
+                              sign, weight_decay, decay_factor, w1, w1_minus_1,
+                              one_minus_w1, beta2, one_minus_beta2,
+                              bias_correction2_sqrt, eps, neg_step_size, single)
+        else:
+            for i in numba.prange(param.size):
+                _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, False,
+                              sign, weight_decay, decay_factor, w1, w1_minus_1,
+                              one_minus_w1, beta2, one_minus_beta2,
+                              bias_correction2_sqrt, eps, neg_step_size, single)
+    elif weight_decay != 0:
+        for i in numba.prange(param.size):
+            _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, True,
+                          sign, weight_decay, decay_factor, w1, w1_minus_1,
+                          one_minus_w1, beta2, one_minus_beta2,
+                          bias_correction2_sqrt, eps, neg_step_size, single)
+    else:
+        for i in numba.prange(param.size):
+            _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, False,
+                          sign, weight_decay, decay_factor, w1, w1_minus_1,
+                          one_minus_w1, beta2, one_minus_beta2,
+                          bias_correction2_sqrt, eps, neg_step_size, single)
+
+
+@numba.njit(inline="always")
+def _sgd_element(param, grad, momentum_buffer, i, l2, nesterov, sign, weight_decay, momentum,
+                 one_minus_dampening, neg_lr, single):  # noqa: ANN001, ANN202
+    g = grad[i] * sign
+    p = param[i]
+    if l2:
+        g = _fma(weight_decay, p, g, single)
+    buf = _fma(one_minus_dampening, g, momentum_buffer[i] * momentum, single)
+    momentum_buffer[i] = buf
+    if nesterov:
+        g = _fma(momentum, buf, g, single)
+    else:
+        g = buf
+    param[i] = _fma(neg_lr, g, p, single)
+
+
+@numba.njit(**_JIT)
+def sgd_step(param, grad, momentum_buffer, sign, weight_decay, momentum, one_minus_dampening,
+             nesterov, neg_lr):  # noqa: ANN001, ANN201
+    """One SGD step with a momentum buffer, over flat arrays, in place (see
+    ``portopt.optim.sgd.sgd``; the buffer's first step, a copy of the gradient, stays
+    with the generic kernel). ``sign`` is -1 to maximize, else 1; the flags pick one of
+    four branch-free loops."""
+    single = param.itemsize == 4
+    if weight_decay != 0:
+        if nesterov:
+            for i in numba.prange(param.size):
+                _sgd_element(param, grad, momentum_buffer, i, True, True, sign, weight_decay,
+                             momentum, one_minus_dampening, neg_lr, single)
+        else:
+            for i in numba.prange(param.size):
+                _sgd_element(param, grad, momentum_buffer, i, True, False, sign, weight_decay,
+                             momentum, one_minus_dampening, neg_lr, single)
+    elif nesterov:
+        for i in numba.prange(param.size):
+            _sgd_element(param, grad, momentum_buffer, i, False, True, sign, weight_decay,
+                         momentum, one_minus_dampening, neg_lr, single)
+    else:
+        for i in numba.prange(param.size):
+            _sgd_element(param, grad, momentum_buffer, i, False, False, sign, weight_decay,
+                         momentum, one_minus_dampening, neg_lr, single)

@@ -1,0 +1,108 @@
+"""The fused NumPy kernels (numba): the same bits as the generic kernel, taken exactly
+when a group may take them, and the generic kernel otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import portopt
+from portopt.optim import SGD, Adam, AdamW
+
+numba = pytest.importorskip("numba", reason="the fused kernels need numba (the fast extra)")
+
+from portopt.optim import _fast  # noqa: E402
+
+CONFIGS = [
+    (Adam, {}),
+    (Adam, {"amsgrad": True, "weight_decay": 0.1, "maximize": True}),
+    (Adam, {"betas": (0.3, 0.99), "eps": 1e-3}),  # lerp's upper form
+    (Adam, {"decoupled_weight_decay": True, "weight_decay": 0.2}),
+    (AdamW, {"weight_decay": 0.05, "amsgrad": True}),
+    (SGD, {"momentum": 0.9}),
+    (SGD, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    (SGD, {"momentum": 0.5, "dampening": 0.3, "maximize": True}),
+]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count the fused kernels' calls."""
+    seen = []
+    module = _fast.kernels()
+    for name in ("adam_step", "sgd_step"):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda *a, _k=kernel, _n=name: (seen.append(_n), _k(*a))[1])
+    return seen
+
+
+def _pair(cls, kwargs, dtype, rng, shapes=((5, 7), (300,), (3,), ())):
+    start = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    fast = [portopt.Parameter(a.copy()) for a in start]
+    generic = [portopt.Parameter(a.copy()) for a in start]
+    return (fast, cls(fast, lr=0.01, **kwargs)), (generic, cls(generic, lr=0.01, foreach=False,
+                                                              **kwargs))
+
+
+def _step_both(pair, rng, steps=5):
+    (fp, fo), (gp, go) = pair
+    for _ in range(steps):
+        grads = [rng.standard_normal(p.data.shape).astype(p.data.dtype) for p in fp]
+        for p, q, g in zip(fp, gp, grads):
+            p.grad, q.grad = g.copy(), g.copy()
+        fo.step()
+        go.step()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, kwargs", CONFIGS, ids=[f"{c.__name__}-{k}" for c, k in CONFIGS])
+def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, calls):
+    rng = np.random.default_rng(0)
+    pair = _pair(cls, kwargs, dtype, rng)
+    _step_both(pair, rng)
+    (fp, fo), (gp, go) = pair
+    for p, q in zip(fp, gp):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert fo.state[p].keys() == go.state[q].keys()
+        for key in go.state[q]:
+            np.testing.assert_array_equal(fo.state[p][key], go.state[q][key])
+            assert type(fo.state[p][key]) is type(go.state[q][key])
+    # the first step creates the state with the generic kernel; the other four are fused
+    assert len(calls) == 4 * len(fp)
+
+
+def test_group_falls_back_to_the_generic_kernel(calls):
+    rng = np.random.default_rng(1)
+    a = portopt.Parameter(rng.standard_normal((4, 4)).astype(np.float32))
+    strided = portopt.Parameter(rng.standard_normal((4, 8)).astype(np.float32)[:, ::2])
+    opt = Adam([{"params": [a]}, {"params": [strided]}, {"params": [portopt.Parameter(
+        np.ones(3, np.float32))], "foreach": False}], lr=np.asarray(0.01))
+    for _ in range(3):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = np.ones(p.data.shape, np.float32)
+        opt.step()
+    assert calls == []  # an array lr, a non-contiguous parameter, foreach=False
+    opt.param_groups[0]["lr"] = 0.01
+    a.grad = np.ones((4, 4), np.float32)
+    opt.step()
+    assert calls == ["adam_step"]
+
+
+def test_a_failing_group_leaves_a_fused_group_unchanged():
+    rng = np.random.default_rng(2)
+    first = portopt.Parameter(rng.standard_normal(6))
+    last = portopt.Parameter(rng.standard_normal(6))
+    opt = SGD([{"params": [first]}, {"params": [last]}], lr=0.1, momentum=0.9)
+    for p in (first, last):
+        p.grad = np.ones(6)
+    opt.step()
+    before = first.data.copy(), opt.state[first]["momentum_buffer"].copy()
+    first.grad = np.ones(6)
+    last.grad = np.ones(6)
+    last.data.flags.writeable = False  # found when the step validates the last group
+    with pytest.raises(ValueError, match="read-only"):
+        opt.step()
+    np.testing.assert_array_equal(first.data, before[0])
+    np.testing.assert_array_equal(opt.state[first]["momentum_buffer"], before[1])
