@@ -4,8 +4,9 @@ Importing portopt imports neither torch nor CuPy.
 """
 
 from . import backends, functional, optim
-from .parameter import Parameter, SparseGrad
+from .parameter import Parameter, SparseGrad, flat_parameters
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "SparseGrad", "backends", "functional", "optim", "__version__"]
+__all__ = ["Parameter", "SparseGrad", "backends", "flat_parameters", "functional", "optim",
+           "__version__"]

@@ -227,3 +227,40 @@ class SparseGrad:
     def __repr__(self) -> str:
         return (f"SparseGrad(indices={self.indices!r}, values={self.values!r}, "
                 f"shape={self.shape})")
+
+
+def flat_parameters(arrays: Any) -> list[Parameter]:
+    """Parameters holding copies of ``arrays``, laid back to back in one new flat buffer.
+
+    Each parameter's ``.data`` is a view of the buffer with its array's shape, so a model
+    holding the parameters' arrays sees every update, and a fused step (the NumPy fast
+    path) updates the whole buffer at once instead of gathering the parameters into one
+    and scattering them back. All arrays must share one backend and dtype.
+
+    Args:
+        arrays: the initial values, arrays of one mutable backend (NumPy, CuPy, torch).
+
+    Returns:
+        One :class:`Parameter` per array, in order.
+    """
+    from .backends import get_backend
+
+    arrays = list(arrays)
+    if not arrays:
+        return []
+    be = get_backend(arrays[0])
+    xp, dtype = be.xp, arrays[0].dtype
+    for a in arrays:
+        if type(get_backend(a)) is not type(be) or a.dtype != dtype:
+            raise TypeError("flat_parameters needs arrays of one backend and dtype, got "
+                            f"{be.name} {dtype} and {get_backend(a).name} {a.dtype}")
+    sizes = [math.prod(a.shape) for a in arrays]
+    flat = xp.empty(sum(sizes), dtype=dtype, device=be.device(arrays[0]))
+    params, start = [], 0
+    for a, n in zip(arrays, sizes):
+        view = flat[start:start + n]
+        view = xp.reshape(view, a.shape)
+        view[...] = a
+        params.append(Parameter(view))
+        start += n
+    return params

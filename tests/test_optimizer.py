@@ -388,8 +388,9 @@ def test_deepcopy_and_pickle(api):
     assert clone.param_groups[0]["params"][0] is not params[0]
     np.testing.assert_array_equal(api.value(clone.param_groups[0]["params"][0]),
                                   api.value(params[0]))
-    assert set(vars(clone)) - {"_warned_capturable_if_run_uncaptured"} == \
-        set(vars(opt)) - {"_warned_capturable_if_run_uncaptured"}
+    # _fused_plans: the fast path's cache of address tables, rebuilt on demand
+    transient = {"_warned_capturable_if_run_uncaptured", "_fused_plans"}
+    assert set(vars(clone)) - transient == set(vars(opt)) - transient
     restored = pickle.loads(pickle.dumps(opt))
     assert restored.param_groups[1]["lr"] == 0.01
 

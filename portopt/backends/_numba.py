@@ -12,6 +12,14 @@ generic kernel's, operation for operation, so a fused step lands on the same bit
   arrive already rounded to the array's dtype (``cast``), as NumPy rounds a Python float
   before it meets a float32 array.
 
+The kernels work on flat arrays: a param group's gradients are gathered into one (one C
+loop over the arrays), its state lives in flat buffers whose views are the per-parameter
+state, and its parameters are either views of one buffer already (created with
+``portopt.flat_parameters``) or gathered into one (``np.concatenate``) and scattered
+back after the step by :func:`scatter`, through a table of the arrays' addresses built
+once per group.
+No Python code runs per parameter.
+
 numba's own cache keeps the compiled kernels on disk between processes.
 """
 
@@ -21,8 +29,27 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 _JIT = {"parallel": True, "cache": True, "nogil": True}
+
+
+@intrinsic
+def _pointer(typingctx, address, like):  # noqa: ANN001, ANN202
+    """The int64 ``address`` as a pointer to ``like``'s dtype (for ``numba.carray``)."""
+    target = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.inttoptr(args[0], context.get_value_type(target))
+
+    return target(address, like), codegen
+
+
+@numba.njit(inline="always")
+def _tensor(addresses, sizes, k, like):  # noqa: ANN001, ANN202
+    """Tensor ``k`` of an address table, as a flat array."""
+    return numba.carray(_pointer(addresses[k], like), (sizes[k],))
 
 
 @numba.njit(inline="always")
@@ -79,47 +106,6 @@ def _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, amsgrad, 
     param[i] = p + (neg_step_size * m) / denom
 
 
-@numba.njit(**_JIT)
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_decay,
-              decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2,
-              amsgrad, bias_correction2_sqrt, eps, neg_step_size):  # noqa: ANN001, ANN201
-    """One Adam/AdamW step over flat arrays, in place (see ``portopt.optim.adam.adam``).
-
-    ``sign`` is -1 to maximize (an exact negation), else 1; ``weight_decay`` the L2
-    coefficient (0 when decoupled); ``decay_factor`` the decoupled shrink ``1 - lr*wd``
-    (exactly 1 otherwise); ``w1 = 1 - beta1``, with ``w1 - 1`` and ``1 - w1`` for lerp's
-    upper form; the others as in the generic kernel, rounded to the dtype. The flags
-    pick one of four loops, so that no branch is left inside a loop to stop it from
-    being vectorized.
-    """
-    single = param.itemsize == 4
-    if amsgrad:
-        if weight_decay != 0:
-            for i in numba.prange(param.size):
-                _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, True,
-                              sign, weight_decay, decay_factor, w1, w1_minus_1,
-                              one_minus_w1, beta2, one_minus_beta2,
-                              bias_correction2_sqrt, eps, neg_step_size, single)
-        else:
-            for i in numba.prange(param.size):
-                _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, False,
-                              sign, weight_decay, decay_factor, w1, w1_minus_1,
-                              one_minus_w1, beta2, one_minus_beta2,
-                              bias_correction2_sqrt, eps, neg_step_size, single)
-    elif weight_decay != 0:
-        for i in numba.prange(param.size):
-            _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, True,
-                          sign, weight_decay, decay_factor, w1, w1_minus_1,
-                          one_minus_w1, beta2, one_minus_beta2,
-                          bias_correction2_sqrt, eps, neg_step_size, single)
-    else:
-        for i in numba.prange(param.size):
-            _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, False,
-                          sign, weight_decay, decay_factor, w1, w1_minus_1,
-                          one_minus_w1, beta2, one_minus_beta2,
-                          bias_correction2_sqrt, eps, neg_step_size, single)
-
-
 @numba.njit(inline="always")
 def _sgd_element(param, grad, momentum_buffer, i, l2, nesterov, sign, weight_decay, momentum,
                  one_minus_dampening, neg_lr, single):  # noqa: ANN001, ANN202
@@ -137,12 +123,54 @@ def _sgd_element(param, grad, momentum_buffer, i, l2, nesterov, sign, weight_dec
 
 
 @numba.njit(**_JIT)
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_decay,
+              decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2, amsgrad,
+              bias_correction2_sqrt, eps, neg_step_size):  # noqa: ANN001, ANN201
+    """One Adam/AdamW step (see ``portopt.optim.adam.adam``) over flat arrays, in place.
+
+    ``sign`` is -1 to maximize (an exact negation), else 1; ``weight_decay`` the L2
+    coefficient (0 when decoupled); ``decay_factor`` the decoupled shrink ``1 - lr*wd``
+    (exactly 1 otherwise); ``w1 = 1 - beta1``, with ``w1 - 1`` and ``1 - w1`` for lerp's
+    upper form; the others as in the generic kernel; all rounded to the dtype, as the
+    generic kernel meets them. ``max_exp_avg_sq`` is ignored without ``amsgrad``. The
+    flags pick one of four loops, so that no branch is left inside a loop to stop it from
+    being vectorized.
+    """
+    single = param.itemsize == 4
+    if amsgrad:
+        if weight_decay != 0:
+            for i in numba.prange(param.size):
+                _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, True,
+                              sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
+                              beta2, one_minus_beta2, bias_correction2_sqrt, eps,
+                              neg_step_size, single)
+        else:
+            for i in numba.prange(param.size):
+                _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, False,
+                              sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
+                              beta2, one_minus_beta2, bias_correction2_sqrt, eps,
+                              neg_step_size, single)
+    elif weight_decay != 0:
+        for i in numba.prange(param.size):
+            _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, True,
+                          sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
+                          beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
+                          single)
+    else:
+        for i in numba.prange(param.size):
+            _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, False,
+                          sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
+                          beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
+                          single)
+
+
+@numba.njit(**_JIT)
 def sgd_step(param, grad, momentum_buffer, sign, weight_decay, momentum, one_minus_dampening,
              nesterov, neg_lr):  # noqa: ANN001, ANN201
-    """One SGD step with a momentum buffer, over flat arrays, in place (see
-    ``portopt.optim.sgd.sgd``; the buffer's first step, a copy of the gradient, stays
-    with the generic kernel). ``sign`` is -1 to maximize, else 1; the flags pick one of
-    four branch-free loops."""
+    """One SGD step with a momentum buffer (see ``portopt.optim.sgd.sgd``) over flat
+    arrays, in place; the buffer's first step, a copy of the gradient, stays with the
+    generic kernel. ``sign`` is -1 to maximize, else 1; the flags pick one of four
+    branch-free loops."""
     single = param.itemsize == 4
     if weight_decay != 0:
         if nesterov:
@@ -161,3 +189,13 @@ def sgd_step(param, grad, momentum_buffer, sign, weight_decay, momentum, one_min
         for i in numba.prange(param.size):
             _sgd_element(param, grad, momentum_buffer, i, False, False, sign, weight_decay,
                          momentum, one_minus_dampening, neg_lr, single)
+
+
+@numba.njit(**_JIT)
+def scatter(flat, addresses, sizes, offsets):  # noqa: ANN001, ANN201
+    """Copy the flat array ``flat`` back into the tensors of an address table."""
+    for k in numba.prange(addresses.size):
+        dst = _tensor(addresses, sizes, k, flat)
+        start = offsets[k]
+        for i in range(sizes[k]):
+            dst[i] = flat[start + i]

@@ -7,13 +7,15 @@ numba is installed and nothing in the group needs the generic kernel: ``foreach`
 ``capturable`` is set, the hyper-parameters are Python numbers, and every parameter is a
 writable, C-contiguous, real float32/float64 NumPy array, listed once, with a dense
 gradient of its shape and dtype and a state the generic kernel has already created (the
-first step, which creates the state, runs the generic kernel). Otherwise the group runs
-the generic kernel, whose numbers the fused one reproduces bit for bit.
+first step, which creates the state, runs the generic kernel), every parameter of the
+group having a gradient. Otherwise the group runs the generic kernel, whose numbers the
+fused one reproduces bit for bit.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any
 
 import numpy as np
@@ -42,14 +44,16 @@ def eligible(group: dict[str, Any], work: list[Any], state: Any, keys: tuple[str
              numbers: tuple[str, ...]) -> bool:
     """Whether ``group`` can take the fused kernel (see the module docstring); ``keys`` are
     the state arrays the kernel updates, ``numbers`` the group entries it reads."""
-    if not work or kernels() is None or group.get("foreach") is False:
+    if not work or type(work[0].data) is not np.ndarray or group.get("foreach") is False:
+        return False
+    if len(work) != len(group["params"]):  # a parameter without a gradient this step
+        return False
+    if kernels() is None:
         return False
     if group.get("differentiable") or group.get("capturable"):
         return False
-    for k in numbers:
-        values = group[k] if isinstance(group[k], (tuple, list)) else (group[k],)
-        if any(is_array(v) for v in values):
-            return False
+    if not _numbers(group, numbers):
+        return False
     dtype = work[0].data.dtype
     if dtype not in (np.float32, np.float64):
         return False
@@ -71,3 +75,117 @@ def eligible(group: dict[str, Any], work: list[Any], state: Any, keys: tuple[str
 def cast(value: float, dtype: Any) -> Any:
     """A host scalar as the generic kernel meets it: rounded to the array's dtype."""
     return np.float32(round_to_float32(value)) if dtype == np.float32 else np.float64(value)
+
+
+_data = operator.attrgetter("data")
+_grad = operator.attrgetter("grad")
+
+
+class Plan:
+    """The fused step of one param group, built once and reused while the group holds
+    the very same arrays.
+
+    The group's state moves into flat buffers (one per state key) whose views become the
+    per-parameter state arrays, so ``opt.state[p]`` keeps torch's layout. Gradients are
+    gathered into one flat array each step. Parameters stay the user's arrays: when they
+    are already consecutive views of one buffer (``portopt.flat_parameters``) the kernel
+    steps that buffer directly; otherwise they are gathered into a flat copy and written
+    back after the step, through an address table built here. :meth:`gather` checks by
+    identity, in C loops, that nothing was swapped since.
+    """
+
+    def __init__(self, group: dict[str, Any], state: Any, keys: tuple[str, ...]) -> None:
+        self.group = group
+        self.params = list(group["params"])
+        self.datas = [p.data for p in self.params]
+        self.states = [state[p] for p in self.params]
+        dtype = self.datas[0].dtype
+        sizes = np.array([d.size for d in self.datas], np.int64)
+        self.sizes = sizes
+        self.offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        total = int(sizes.sum())
+        self.state_buffers = {}
+        for key in keys:
+            flat = np.concatenate([st[key] for st in self.states], axis=None).astype(dtype)
+            for st, d, start, n in zip(self.states, self.datas, self.offsets, sizes):
+                st[key] = flat[start:start + n].reshape(d.shape)
+            self.state_buffers[key] = flat
+        self.arrays = {k: [st[k] for st in self.states] for k in keys}
+        self.counts_steps = "step" in self.states[0]
+        self.step: Any = None
+        self.grads = np.empty(total, dtype)
+        self.flat_params = _consecutive(self.datas, total)
+        if self.flat_params is None:
+            self.param_buffer = np.empty(total, dtype)
+            self.addresses = np.array([d.ctypes.data for d in self.datas], np.int64)
+
+    def gather(self, group: dict[str, Any], state: Any, numbers: tuple[str, ...]) -> bool:
+        """Whether the group still holds the planned arrays (and may still take the fused
+        kernel, with one ``step`` shared by its parameters); if so, its gradients (and
+        parameters, when they are not one buffer) are now in flat arrays."""
+        params = group["params"]
+        if (group is not self.group or len(params) != len(self.params)
+                or group.get("foreach") is False or group.get("fused")
+                or group.get("differentiable") or group.get("capturable")
+                or not _numbers(group, numbers)
+                or not all(map(operator.is_, params, self.params))
+                or not all(map(operator.is_, map(_data, params), self.datas))
+                or not all(map(operator.is_, map(state.get, params), self.states))):
+            return False
+        for key, arrays in self.arrays.items():
+            if not all(map(operator.is_, map(operator.itemgetter(key), self.states), arrays)):
+                return False
+        if self.counts_steps:
+            steps = list(map(operator.itemgetter("step"), self.states))
+            if steps.count(steps[0]) != len(steps):
+                return False
+            self.step = steps[0]
+        try:  # rejects a missing (None) or sparse gradient, or one of another dtype
+            np.concatenate(list(map(_grad, params)), axis=None, out=self.grads, casting="no")
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def param_view(self) -> np.ndarray:
+        """The parameters as one flat array for the kernel."""
+        if self.flat_params is not None:
+            return self.flat_params
+        np.concatenate(self.datas, axis=None, out=self.param_buffer)
+        return self.param_buffer
+
+    def finish(self) -> None:
+        """Write gathered parameters back, and count the step in every state."""
+        if self.flat_params is None:
+            kernels().scatter(self.param_buffer, self.addresses, self.sizes, self.offsets)
+        if self.counts_steps:
+            new = self.step + 1
+            for st in self.states:
+                st["step"] = new
+
+
+def _consecutive(datas: list[np.ndarray], total: int) -> np.ndarray | None:
+    """One flat view over the arrays when they lie back to back, in order, in one
+    C-contiguous buffer (as ``portopt.flat_parameters`` makes them), else ``None``."""
+    root = datas[0]
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (root.flags.c_contiguous and root.flags.writeable and root.dtype == datas[0].dtype):
+        return None
+    start = datas[0].ctypes.data
+    offset, rem = divmod(start - root.ctypes.data, root.itemsize)
+    if rem or offset < 0 or offset + total > root.size:
+        return None
+    position = start
+    for d in datas:
+        if d.ctypes.data != position:
+            return None
+        position += d.nbytes
+    return root.reshape(-1)[offset:offset + total]
+
+
+def _numbers(group: dict[str, Any], numbers: tuple[str, ...]) -> bool:
+    for k in numbers:
+        values = group[k] if isinstance(group[k], (tuple, list)) else (group[k],)
+        if any(is_array(v) for v in values):
+            return False
+    return True

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import array_api_compat
-import numpy as np
 from array_api_compat import array_namespace
 
 from . import _fast
@@ -232,38 +230,31 @@ class Adam(Optimizer):
     def _init_state(self, data: Any, group: dict[str, Any]) -> AdamState:
         return adam_init(data, amsgrad=group["amsgrad"])
 
-    def _fused_step(self, group: dict[str, Any], work: list[Any]) -> Callable[[], None] | None:
-        keys = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
-        if not _fast.eligible(group, work, self.state, keys,
-                              ("lr", "betas", "eps", "weight_decay")):
-            return None
-        dtype = work[0].data.dtype
+    # -- the fused NumPy kernel (portopt/backends/_numba.py) ----------------------------
+
+    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
+
+    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
         decoupled = group["decoupled_weight_decay"]
         w1 = _fast.cast(1 - beta1, dtype)
-        shared = (_fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
-                  _fast.cast(0.0 if decoupled else wd, dtype),
-                  _fast.cast(1 - lr * wd if decoupled and wd != 0 else 1.0, dtype),
-                  w1, _fast.cast(float(w1) - 1, dtype),
-                  _fast.cast(1 - float(w1), dtype),
-                  _fast.cast(beta2, dtype), _fast.cast(1 - beta2, dtype), group["amsgrad"])
-        no_max = np.empty(0, dtype)
-
-        def run() -> None:
-            kernel = _fast.kernels().adam_step
-            for item in work:
-                st = self.state[item.param]
-                step = st["step"] + 1
-                bias_correction2_sqrt = (1 - beta2 ** float(step)) ** 0.5
-                step_size = lr / (1 - beta1 ** float(step))
-                kernel(item.data.reshape(-1), item.grad.reshape(-1),
-                       st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1),
-                       st["max_exp_avg_sq"].reshape(-1) if group["amsgrad"] else no_max,
-                       *shared, _fast.cast(bias_correction2_sqrt, dtype),
-                       _fast.cast(group["eps"], dtype), _fast.cast(-step_size, dtype))
-                st["step"] = step
-
-        return run
+        step = float(plan.step) + 1
+        buffers = plan.state_buffers
+        _fast.kernels().adam_step(
+            plan.param_view(), plan.grads, buffers["exp_avg"], buffers["exp_avg_sq"],
+            buffers.get("max_exp_avg_sq", buffers["exp_avg"]),
+            _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
+            _fast.cast(0.0 if decoupled else wd, dtype),
+            _fast.cast(1 - lr * wd if decoupled and wd != 0 else 1.0, dtype),
+            w1, _fast.cast(float(w1) - 1, dtype), _fast.cast(1 - float(w1), dtype),
+            _fast.cast(beta2, dtype), _fast.cast(1 - beta2, dtype), group["amsgrad"],
+            _fast.cast((1 - beta2 ** step) ** 0.5, dtype), _fast.cast(group["eps"], dtype),
+            _fast.cast(-(lr / (1 - beta1 ** step)), dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: AdamState,
                 group: dict[str, Any]) -> tuple[Any, AdamState]:

@@ -25,6 +25,7 @@ import array_api_compat
 
 from ..backends import Backend, get_backend
 from ..parameter import Parameter, SparseGrad, _check_grad
+from . import _fast
 from ._hooks import (
     RemovableHandle,
     add_hook,
@@ -354,6 +355,8 @@ class Optimizer(StateDictMixin):
             with _grad_enabled(True):
                 loss = closure()
         with _grad_enabled(bool(self.defaults.get("differentiable", False))):
+            if self._planned_step():
+                return loss
             plan = [self._prepare_group(group) for group in self.param_groups]
             fused = [self._fused_step(group, work)
                      for group, work in zip(self.param_groups, plan)]
@@ -443,11 +446,56 @@ class Optimizer(StateDictMixin):
             if entries or item.param in self.state:
                 self.state[item.param].update(entries)
 
+    def _planned_step(self) -> bool:
+        """Step every group through its fused plan (see ``_fast.Plan``) when each group
+        still has a valid one; ``False`` (nothing done) otherwise."""
+        plans = self.__dict__.get("_fused_plans")
+        if not plans:
+            return False
+        ready = []
+        for group in self.param_groups:
+            plan = plans.get(id(group))
+            if plan is None or not plan.gather(group, self.state, self._fused_numbers):
+                return False
+            ready.append((plan, group))
+        for plan, group in ready:
+            self._launch(plan, group)
+        return True
+
+    #: group entries a fused kernel reads, which must be plain numbers for it
+    _fused_numbers: tuple[str, ...] = ()
+    #: the state arrays a fused kernel updates (empty: no fused kernel)
+    _fused_keys: tuple[str, ...] = ()
+
+    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
+        """The state arrays the fused kernel updates for this group, or ``None`` when the
+        group's settings need the generic kernel."""
+        return self._fused_keys or None
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        """Run the fused kernel on a plan whose gradients were just gathered."""
+        raise NotImplementedError
+
     def _fused_step(self, group: dict[str, Any], work: list[_Work]) -> Callable[[], None] | None:
         """A fused in-place step of a whole group (a backend's compiled kernel), or ``None``
         for the generic kernel. It is called after validation and must not mutate; the
-        returned function runs after every group has been computed and cannot fail."""
-        return None
+        returned function runs after every group has been computed and cannot fail.
+
+        A group takes the fused kernel when ``_fast.eligible`` says so; its plan is kept
+        for the next steps, which then skip the per-parameter work entirely."""
+        keys = self._fused_keys_for(group)
+        if keys is None or not _fast.eligible(group, work, self.state, keys,
+                                              self._fused_numbers):
+            return None
+        plans = self.__dict__.setdefault("_fused_plans", {})
+        live = {id(g) for g in self.param_groups}
+        for stale in [k for k in plans if k not in live]:
+            del plans[stale]
+        plan = _fast.Plan(group, self.state, keys)
+        if not plan.gather(group, self.state, self._fused_numbers):
+            return None
+        plans[id(group)] = plan
+        return lambda: self._launch(plan, group)
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> Any:
         """The initial state of one parameter (a NamedTuple of torch's state keys)."""

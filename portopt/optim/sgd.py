@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
@@ -164,26 +163,23 @@ class SGD(Optimizer):
     def _init_state(self, data: Any, group: dict[str, Any]) -> SGDState:
         return sgd_init(data)
 
-    def _fused_step(self, group: dict[str, Any], work: list[Any]) -> Callable[[], None] | None:
-        # the fused kernel covers the steps with a momentum buffer; the first one, which
-        # creates the buffer, and plain SGD stay with the generic kernel
-        if group["momentum"] == 0 or not _fast.eligible(
-                group, work, self.state, ("momentum_buffer",),
-                ("lr", "momentum", "dampening", "weight_decay")):
-            return None
-        dtype = work[0].data.dtype
-        args = (_fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
-                _fast.cast(group["weight_decay"], dtype),
-                _fast.cast(group["momentum"], dtype), _fast.cast(1 - group["dampening"], dtype),
-                group["nesterov"], _fast.cast(-group["lr"], dtype))
+    # -- the fused NumPy kernel (portopt/backends/_numba.py) ----------------------------
 
-        def run() -> None:
-            kernel = _fast.kernels().sgd_step
-            for item in work:
-                kernel(item.data.reshape(-1), item.grad.reshape(-1),
-                       self.state[item.param]["momentum_buffer"].reshape(-1), *args)
+    _fused_numbers = ("lr", "momentum", "dampening", "weight_decay")
 
-        return run
+    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
+        # the steps with a momentum buffer; plain SGD stays with the generic kernel
+        return ("momentum_buffer",) if group["momentum"] != 0 else None
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        _fast.kernels().sgd_step(
+            plan.param_view(), plan.grads, plan.state_buffers["momentum_buffer"],
+            _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
+            _fast.cast(group["weight_decay"], dtype), _fast.cast(group["momentum"], dtype),
+            _fast.cast(1 - group["dampening"], dtype), group["nesterov"],
+            _fast.cast(-group["lr"], dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: SGDState,
                 group: dict[str, Any]) -> tuple[Any, SGDState]:
