@@ -32,7 +32,9 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-_JIT = {"parallel": True, "cache": True, "nogil": True}
+# error_model="numpy": IEEE division (inf and NaN, as NumPy and torch give them) and no
+# zero check inside the loops, which would keep them from being vectorized
+_JIT = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @intrinsic
@@ -46,13 +48,25 @@ def _pointer(typingctx, address, like):  # noqa: ANN001, ANN202
     return target(address, like), codegen
 
 
+@intrinsic
+def _sqrt(typingctx, x):  # noqa: ANN001, ANN202
+    """LLVM's ``sqrt``, correctly rounded in ``x``'s own dtype and vectorizable (NumPy's
+    ``sqrt`` compiles to a libm call that stops the loop from being vectorized)."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [args[0].type])
+        return builder.call(fn, args)
+
+    return x(x), codegen
+
+
 @numba.njit(inline="always")
 def _tensor(addresses, sizes, k, like):  # noqa: ANN001, ANN202
     """Tensor ``k`` of an address table, as a flat array."""
     return numba.carray(_pointer(addresses[k], like), (sizes[k],))
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _fma(a, b, c, single):  # noqa: ANN001, ANN202 - numba infers the types
     """``a * b + c`` rounded once for float32 (exact through float64), twice for float64."""
     if single:
@@ -102,7 +116,7 @@ def _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, amsgrad, 
     if amsgrad:
         v = _maximum(max_exp_avg_sq[i], v)
         max_exp_avg_sq[i] = v
-    denom = np.sqrt(v) / bias_correction2_sqrt + eps  # in the array's dtype
+    denom = _sqrt(v) / bias_correction2_sqrt + eps
     param[i] = p + (neg_step_size * m) / denom
 
 

@@ -114,6 +114,7 @@ class Plan:
         self.counts_steps = "step" in self.states[0]
         self.step: Any = None
         self.grads = np.empty(total, dtype)
+        self.grad_view = self.grads  # the gradients the kernel reads, flat
         self.flat_params = _consecutive(self.datas, total)
         if self.flat_params is None:
             self.param_buffer = np.empty(total, dtype)
@@ -140,10 +141,16 @@ class Plan:
             if steps.count(steps[0]) != len(steps):
                 return False
             self.step = steps[0]
+        if len(params) == 1:  # one gradient: used as it is when it is a plain array
+            grad = params[0].grad
+            if _plain_array(grad, self.grads.dtype) and grad.shape == self.datas[0].shape:
+                self.grad_view = grad.reshape(-1)
+                return True
         try:  # rejects a missing (None) or sparse gradient, or one of another dtype
             np.concatenate(list(map(_grad, params)), axis=None, out=self.grads, casting="no")
         except (TypeError, ValueError):
             return False
+        self.grad_view = self.grads
         return True
 
     def param_view(self) -> np.ndarray:

@@ -245,7 +245,7 @@ class Adam(Optimizer):
         step = float(plan.step) + 1
         buffers = plan.state_buffers
         _fast.kernels().adam_step(
-            plan.param_view(), plan.grads, buffers["exp_avg"], buffers["exp_avg_sq"],
+            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],
             buffers.get("max_exp_avg_sq", buffers["exp_avg"]),
             _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
             _fast.cast(0.0 if decoupled else wd, dtype),
