@@ -20,7 +20,7 @@ CASES = [dataclasses.replace(case, kwargs={**case.kwargs, "foreach": False},
 
 
 def test_fused_kernels_exist():
-    assert set(FUSED) == {"Adam", "AdamW", "SGD"}
+    assert set(FUSED) == {"Adam", "AdamW", "RMSprop", "SGD"}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import portopt
-from portopt.optim import SGD, Adam, AdamW
+from portopt.optim import SGD, Adam, AdamW, RMSprop
 
 numba = pytest.importorskip("numba", reason="the fused kernels need numba (the fast extra)")
 
@@ -22,6 +22,10 @@ CONFIGS = [
     (SGD, {"momentum": 0.9}),
     (SGD, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
     (SGD, {"momentum": 0.5, "dampening": 0.3, "maximize": True}),
+    (RMSprop, {}),
+    (RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 0.1}),
+    (RMSprop, {"alpha": 0.3, "centered": True, "maximize": True}),  # lerp's upper form
+    (RMSprop, {"momentum": 0.5, "eps": 1e-3}),
 ]
 
 
@@ -30,7 +34,7 @@ def calls(monkeypatch):
     """Count the fused kernels' calls."""
     seen = []
     module = _fast.kernels()
-    for name in ("adam_step", "sgd_step"):
+    for name in ("adam_step", "sgd_step", "rmsprop_step"):
         kernel = getattr(module, name)
         monkeypatch.setattr(module, name,
                             lambda *a, _k=kernel, _n=name: (seen.append(_n), _k(*a))[1])

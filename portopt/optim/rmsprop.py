@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
+from . import _fast
 from ._checks import check_capturable_devices, check_one_element, hyper, requires_grad
 from ._math import (
     add_scaled,
@@ -199,6 +200,30 @@ class RMSprop(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> RMSpropState:
         return rmsprop_init(data, momentum=group["momentum"], centered=group["centered"])
+
+    # -- the fused NumPy kernel (portopt/backends/_numba.py) ----------------------------
+
+    _fused_numbers = ("lr", "alpha", "eps", "weight_decay", "momentum")
+
+    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
+        return (("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ())
+                + (("grad_avg",) if group["centered"] else ()))
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        cast = _fast.cast
+        buffers = plan.state_buffers
+        square_avg = buffers["square_avg"]
+        w = cast(1 - group["alpha"], dtype)
+        _fast.kernels().rmsprop_step(
+            plan.param_view(), plan.grad_view, square_avg,
+            buffers.get("momentum_buffer", square_avg), buffers.get("grad_avg", square_avg),
+            cast(-1.0 if group["maximize"] else 1.0, dtype), cast(group["weight_decay"], dtype),
+            cast(group["alpha"], dtype), w, cast(float(w) - 1, dtype),
+            cast(1 - (1 - group["alpha"]), dtype), cast(group["eps"], dtype),
+            cast(group["momentum"], dtype), cast(-group["lr"], dtype), group["centered"],
+            group["momentum"] > 0)
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: RMSpropState,
                 group: dict[str, Any]) -> tuple[Any, RMSpropState]:
