@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import portopt
 
@@ -113,6 +114,47 @@ def _plot_lr(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_script() -> Path:
+    """Where ``portopt bench`` looks for the benchmark: ``benchmarks/bench.py`` at the root
+    of the source tree portopt is imported from (it is not part of the package)."""
+    return Path(portopt.__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    script = bench_script()
+    if not script.is_file():
+        print(f"portopt bench: error: the benchmark script is not at {script}: it lives in "
+              "benchmarks/ of portopt's source tree and is not installed with the package; "
+              "run it from a checkout (pip install -e . there)", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("portopt_bench", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[spec.name]
+        raise
+    argv: list[str] = []
+    for flag, dest in (("--optimizer", "optimizer"), ("--workload", "workload"),
+                       ("--grads", "grads")):
+        for value in getattr(args, dest) or ():
+            argv += [flag, value]
+    for flag, dest in (("--steps", "steps"), ("--min-steps", "min_steps"),
+                       ("--warmup", "warmup"), ("--budget", "budget"),
+                       ("--threads", "threads"), ("--device", "device"),
+                       ("--wait-quiet", "wait_quiet"), ("--markdown", "markdown")):
+        value = getattr(args, dest)
+        if value is not None:
+            argv += [flag, str(value)]
+    for flag, dest in (("--quick", "quick"), ("--warm-cache", "warm_cache")):
+        if getattr(args, dest):
+            argv.append(flag)
+    return module.main(argv, prog="portopt bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .testing._cases import SCENARIOS
     from .testing._schedulers import SCHEDULER_SCENARIOS
@@ -217,6 +259,71 @@ def build_parser() -> argparse.ArgumentParser:
                            "--steps of them")
     plot.add_argument("--title", help="figure title (default: the name and arguments)")
     plot.set_defaults(func=_plot_lr)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time optimizer steps against torch.optim (runs benchmarks/bench.py)",
+        description=textwrap.fill(
+            "Run benchmarks/bench.py from portopt's source tree: time opt.step() of portopt "
+            "(its default path, and foreach=False) against torch.optim (foreach=False, "
+            "foreach=True, fused=True) in one process, interleaved, for Adam, AdamW, SGD "
+            "(momentum=0.9), RMSprop and Adagrad on float32 workloads, with gradients new "
+            "every step and written in place. Reports the median step time, the ratio to "
+            "torch fused (or foreach where torch has no fused kernel), the fraction of the "
+            "memory roofline at the bandwidth measured in the same process, and the extra "
+            "memory of a step. Needs torch; --device cuda needs CuPy and torch with CUDA.",
+            79,
+        ),
+        epilog=(
+            "examples:\n"
+            "  portopt bench --quick                      # a smoke run, seconds\n"
+            "  portopt bench --markdown RESULTS.md        # the full run, a few minutes\n"
+            "  portopt bench -o Adam -w 1x16M -g new --steps 200\n"
+            "  portopt bench --device cuda --markdown gpu.md"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--optimizer", "-o", action="append", metavar="NAME",
+                       help="only this optimizer (repeatable): Adam, AdamW, SGD, RMSprop, "
+                            "Adagrad (default: all)")
+    bench.add_argument("--workload", "-w", action="append", metavar="CxS",
+                       help="COUNT tensors of SIZE float32 elements (repeatable), K and M "
+                            "suffixes allowed (default: 1x16M, 1000x4096, 10000x64; with "
+                            "--quick: 1x64K, 16x1K, 256x64)")
+    bench.add_argument("--grads", "-g", action="append", choices=["new", "in-place"],
+                       help="gradients new arrays every step, or written in place into the "
+                            "existing .grad (repeatable; default: both)")
+    bench.add_argument("--steps", "-n", type=int, metavar="N",
+                       help="at most N timed steps per contender and cell (default: 100; "
+                            "with --quick: 5)")
+    bench.add_argument("--min-steps", type=int, metavar="N",
+                       help="at least N timed steps per contender, whatever the budget "
+                            "(default: 5; with --quick: 3)")
+    bench.add_argument("--warmup", type=int, metavar="N",
+                       help="untimed steps per contender before timing, the first of which "
+                            "allocates the state (default: 3)")
+    bench.add_argument("--budget", type=float, metavar="SECONDS",
+                       help="seconds per cell (optimizer x workload x grads) after warm-up, "
+                            "shared by its contenders, untimed preparation of each step "
+                            "included (default: 2; with --quick: 0.2)")
+    bench.add_argument("--threads", type=int, metavar="N",
+                       help="torch and numba threads, and threads of the bandwidth "
+                            "measurement (default: 2)")
+    bench.add_argument("--device", choices=["cpu", "cuda"],
+                       help="cpu: portopt on NumPy vs torch on CPU (default); cuda: portopt "
+                            "on CuPy vs torch on CUDA, skipped when either is missing")
+    bench.add_argument("--warm-cache", action="store_true",
+                       help="do not evict the caches before each timed step (by default an "
+                            "untimed pass over a buffer twice the last-level cache does)")
+    bench.add_argument("--wait-quiet", type=float, metavar="SECONDS",
+                       help="before each cell, wait up to SECONDS for other processes to "
+                            "leave the CPUs alone, and run a cell that still ran beside other "
+                            "work once more (default: 0, no waiting)")
+    bench.add_argument("--quick", action="store_true",
+                       help="small workloads and few steps: a smoke run, not a measurement")
+    bench.add_argument("--markdown", metavar="FILE",
+                       help="write the Markdown report (machine, bandwidth, tables) to FILE")
+    bench.set_defaults(func=_bench)
     return parser
 
 
