@@ -44,15 +44,11 @@ def eligible(group: dict[str, Any], work: list[Any], state: Any, keys: tuple[str
              numbers: tuple[str, ...]) -> bool:
     """Whether ``group`` can take the fused kernel (see the module docstring); ``keys`` are
     the state arrays the kernel updates, ``numbers`` the group entries it reads."""
-    if not work or type(work[0].data) is not np.ndarray or group.get("foreach") is False:
+    if not work or type(work[0].data) is not np.ndarray:
         return False
     if len(work) != len(group["params"]):  # a parameter without a gradient this step
         return False
-    if kernels() is None:
-        return False
-    if group.get("differentiable") or group.get("capturable"):
-        return False
-    if not _numbers(group, numbers):
+    if not _group_allows(group, numbers) or kernels() is None:  # numba is imported last
         return False
     dtype = work[0].data.dtype
     if dtype not in (np.float32, np.float64):
@@ -126,9 +122,7 @@ class Plan:
         parameters, when they are not one buffer) are now in flat arrays."""
         params = group["params"]
         if (group is not self.group or len(params) != len(self.params)
-                or group.get("foreach") is False or group.get("fused")
-                or group.get("differentiable") or group.get("capturable")
-                or not _numbers(group, numbers)
+                or not _group_allows(group, numbers)
                 or not all(map(operator.is_, params, self.params))
                 or not all(map(operator.is_, map(_data, params), self.datas))
                 or not all(map(operator.is_, map(state.get, params), self.states))):
@@ -190,7 +184,12 @@ def _consecutive(datas: list[np.ndarray], total: int) -> np.ndarray | None:
     return root.reshape(-1)[offset:offset + total]
 
 
-def _numbers(group: dict[str, Any], numbers: tuple[str, ...]) -> bool:
+def _group_allows(group: dict[str, Any], numbers: tuple[str, ...]) -> bool:
+    """Whether the group's settings let it take the fused kernel: no flag that asks for
+    another path, and the hyper-parameters in ``numbers`` are plain numbers."""
+    if (group.get("foreach") is False or group.get("fused") or group.get("differentiable")
+            or group.get("capturable")):
+        return False
     for k in numbers:
         values = group[k] if isinstance(group[k], (tuple, list)) else (group[k],)
         if any(is_array(v) for v in values):

@@ -464,13 +464,11 @@ class Optimizer(StateDictMixin):
 
     #: group entries a fused kernel reads, which must be plain numbers for it
     _fused_numbers: tuple[str, ...] = ()
-    #: the state arrays a fused kernel updates (empty: no fused kernel)
-    _fused_keys: tuple[str, ...] = ()
 
     def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
         """The state arrays the fused kernel updates for this group, or ``None`` when the
-        group's settings need the generic kernel."""
-        return self._fused_keys or None
+        optimizer has no fused kernel or the group's settings need the generic one."""
+        return None
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
         """Run the fused kernel on a plan whose gradients were just gathered."""
