@@ -24,15 +24,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _schedules
+from ._lr_base import EPOCH_DEPRECATION_WARNING as EPOCH_DEPRECATION_WARNING  # as torch has it
 from ._lr_base import (
-    EPOCH_DEPRECATION_WARNING,
     LRScheduler,
-    _LRScheduler,
     group_values,
     saved_callables,
     set_group_value,
     unchanged_on_error,
 )
+from ._lr_base import _LRScheduler as _LRScheduler  # torch's old name, for subclasses
 from ._lr_composite import ChainedScheduler, SequentialLR
 from ._lr_cyclic import CyclicLR, OneCycleLR
 from ._lr_plateau import ReduceLROnPlateau
@@ -55,7 +55,6 @@ __all__ = [
     "PolynomialLR",
     "LRScheduler",
 ]
-_ = (_LRScheduler, EPOCH_DEPRECATION_WARNING)  # importable here, as from torch
 
 
 # -- schedules of a user function ------------------------------------------------------
