@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import get_backend
 from ._checks import is_array, to_scalar
 from ._math import detached_copy
+from ._params import write_into
 from .optimizer import Optimizer
 
 EPOCH_DEPRECATION_WARNING = (
@@ -75,17 +75,10 @@ def set_group_value(group: dict[str, Any], key: str, value: Any) -> None:
     is replaced.
     """
     current = group[key]
-    if not _is_live_array(current):
+    if _is_live_array(current):
+        write_into(current, to_scalar(value))
+    else:
         group[key] = value
-        return
-    be = get_backend(current)
-    value = to_scalar(value)
-    if is_array(value):
-        if type(get_backend(value)) is not type(be):
-            value = be.convert(value)
-        if value.dtype != current.dtype:
-            value = be.xp.astype(value, current.dtype)
-    be.assign(current, value)
 
 
 def format_param(name: str, optimizer: Any, value: Any) -> list[Any]:

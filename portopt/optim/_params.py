@@ -1,9 +1,12 @@
-"""What counts as a parameter, and how torch names types in its messages."""
+"""What counts as a parameter, how torch names types in its messages, and writing a
+value into an array in place."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
+
+import array_api_compat
 
 from ..parameter import Parameter, SparseGrad
 
@@ -40,3 +43,18 @@ def typename(obj: Any) -> str:
         module = type(obj).__module__ or ""
         qualname = type(obj).__qualname__
     return qualname if module in ("", "builtins") else f"{module}.{qualname}"
+
+
+def write_into(dst: Any, value: Any) -> None:
+    """Store ``value`` into the array ``dst`` in place, as torch's ``copy_``/``fill_``:
+    an array of another backend is converted, one of another dtype cast to ``dst``'s
+    (a float average of an integer buffer is truncated); numbers are written as they are."""
+    from ..backends import get_backend
+
+    be = get_backend(dst)
+    if array_api_compat.is_array_api_obj(value):
+        if type(get_backend(value)) is not type(be):
+            value = be.convert(value)
+        if value.dtype != dst.dtype:
+            value = be.xp.astype(value, dst.dtype)
+    be.assign(dst, value)

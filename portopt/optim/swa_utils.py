@@ -31,7 +31,7 @@ from ..backends import get_backend
 from . import _schedules
 from ._lr_base import LRScheduler, format_param, unchanged_on_error
 from ._math import lerp
-from ._params import data_of
+from ._params import data_of, write_into
 
 __all__ = ["AveragedModel", "update_bn", "SWALR", "get_ema_multi_avg_fn",
            "get_swa_multi_avg_fn", "get_ema_avg_fn", "get_swa_avg_fn"]
@@ -107,18 +107,6 @@ def ema_multi_avg(ema: list[Any], current: list[Any], decay: float) -> list[Any]
             for e, c in zip(ema, current, strict=True)]
 
 
-def _write(dst: Any, value: Any) -> None:
-    """Store ``value`` into the array ``dst`` in place, cast to its dtype (torch's
-    ``copy_``: a float average of an integer buffer is truncated)."""
-    be = get_backend(dst)
-    if array_api_compat.is_array_api_obj(value):
-        if type(get_backend(value)) is not type(be):
-            value = be.convert(value)
-        if value.dtype != dst.dtype:
-            value = be.xp.astype(value, dst.dtype)
-    be.assign(dst, value)
-
-
 def _check_decay(decay: float) -> None:
     if decay < 0.0 or decay > 1.0:
         raise ValueError(f"Invalid decay value {decay} provided. Please provide a value in "
@@ -135,7 +123,7 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list[Any], list[Any]
             for dst, new in zip(ema_param_list, ema_multi_avg(
                     [_detached(e) for e in ema_param_list],
                     [_detached(c) for c in current_param_list], decay)):
-                _write(dst, new)
+                write_into(dst, new)
 
     return ema_update
 
@@ -149,7 +137,7 @@ def get_swa_multi_avg_fn() -> Callable[[list[Any], list[Any], Any], None]:
             for dst, new in zip(averaged_param_list, swa_multi_avg(
                     [_detached(a) for a in averaged_param_list],
                     [_detached(c) for c in current_param_list], num_averaged)):
-                _write(dst, new)
+                write_into(dst, new)
 
     return swa_update
 
@@ -316,21 +304,21 @@ class AveragedModel:
                     cur = be.convert(cur, device=be.device(avg))
                 pairs.append((avg, cur))
                 if first:
-                    _write(avg, cur)
+                    write_into(avg, cur)
             if not first:
                 self._average(pairs)
             if not self.use_buffers:
                 # the statistics of the model itself, not averaged
                 for b_avg, b_model in zip(_model_buffers(self.module), _model_buffers(model),
                                           strict=True):
-                    _write(_detached(b_avg), _detached(b_model))
+                    write_into(_detached(b_avg), _detached(b_model))
             self.n_averaged += 1
 
     def _average(self, pairs: list[tuple[Any, Any]]) -> None:
         if self.avg_fn is not None and self.multi_avg_fn is None:
             for avg, cur in pairs:
                 n = self._count_on(avg)
-                _write(avg, self.avg_fn(avg, cur, n))
+                write_into(avg, self.avg_fn(avg, cur, n))
             return
         for group in _device_groups(pairs):
             avgs, curs = [a for a, _ in group], [c for _, c in group]
@@ -341,7 +329,7 @@ class AveragedModel:
                 get_swa_multi_avg_fn()(avgs, curs, n)
             else:
                 for avg, cur in group:
-                    _write(avg, swa_avg(avg, cur, n))
+                    write_into(avg, swa_avg(avg, cur, n))
 
     def _count_on(self, like: Any) -> Any:
         """:attr:`n_averaged` on ``like``'s backend and device (torch's ``.to(device)``)."""
