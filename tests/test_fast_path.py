@@ -1,12 +1,16 @@
-"""The fused NumPy kernels (numba): the same bits as the generic kernel, taken exactly
-when a group may take them, and the generic kernel otherwise."""
+"""The NumPy fast paths: the compiled kernels (numba) and the generic kernel over flat
+chunks land on the generic kernel's bits, and are taken exactly when a group may take
+them, the generic kernel otherwise."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import portopt
+from portopt import optim
 from portopt.optim import SGD, Adam, AdamW, RMSprop
 
 numba = pytest.importorskip("numba", reason="the fused kernels need numba (the fast extra)")
@@ -26,6 +30,27 @@ CONFIGS = [
     (RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 0.1}),
     (RMSprop, {"alpha": 0.3, "centered": True, "maximize": True}),  # lerp's upper form
     (RMSprop, {"momentum": 0.5, "eps": 1e-3}),
+    # -- Adagrad, Adadelta --
+    # -- Adamax, RAdam, Rprop --
+    # -- NAdam, ASGD --
+]
+
+#: every elementwise optimizer, for the generic kernel over flat chunks
+CHUNKED = CONFIGS + [
+    (optim.Adagrad, {"lr_decay": 0.1, "weight_decay": 0.2, "initial_accumulator_value": 0.3}),
+    (optim.Adagrad, {"maximize": True, "eps": 1e-3}),
+    (optim.Adadelta, {"rho": 0.5, "weight_decay": 0.1}),
+    (optim.Adadelta, {"maximize": True}),
+    (optim.Adamax, {"weight_decay": 0.1, "betas": (0.3, 0.99)}),
+    (optim.ASGD, {"t0": 2, "lambd": 0.1, "weight_decay": 0.1}),  # averaging starts at 3
+    (optim.ASGD, {"maximize": True, "alpha": 0.5}),
+    (optim.NAdam, {"momentum_decay": 0.01, "weight_decay": 0.1}),
+    (optim.NAdam, {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True}),
+    (optim.RAdam, {}),  # steps 1-5 unrectified, then rectified
+    (optim.RAdam, {"decoupled_weight_decay": True, "weight_decay": 0.1, "betas": (0.5, 0.8)}),
+    (optim.Rprop, {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.05)}),
+    (optim.Rprop, {"maximize": True}),
+    (SGD, {"momentum": 0.9, "dampening": 0.1, "weight_decay": 0.1}),
 ]
 
 
@@ -34,14 +59,27 @@ def calls(monkeypatch):
     """Count the fused kernels' calls."""
     seen = []
     module = _fast.kernels()
-    for name in ("adam_step", "sgd_step", "rmsprop_step"):
+    for path in sorted((Path(module.__file__).parent).glob("[a-z]*.py")):
+        name = f"{path.stem}_step"
         kernel = getattr(module, name)
         monkeypatch.setattr(module, name,
                             lambda *a, _k=kernel, _n=name: (seen.append(_n), _k(*a))[1])
     return seen
 
 
-def _pair(cls, kwargs, dtype, rng, shapes=((5, 7), (300,), (3,), ())):
+@pytest.fixture
+def chunked(monkeypatch):
+    """The fast path without numba, in chunks that split parameters; counts the chunks."""
+    monkeypatch.setattr(_fast, "kernels", lambda: None)
+    monkeypatch.setattr(_fast, "CHUNK", 7)
+    seen = []
+    run = optim.Optimizer._chunked_step
+    monkeypatch.setattr(optim.Optimizer, "_chunked_step",
+                        lambda self, *a: (seen.append(type(self).__name__), run(self, *a))[1])
+    return seen
+
+
+def _pair(cls, kwargs, dtype, rng, shapes=((5, 7), (300,), (3,), (), (0,))):
     start = [rng.standard_normal(s).astype(dtype) for s in shapes]
     fast = [portopt.Parameter(a.copy()) for a in start]
     generic = [portopt.Parameter(a.copy()) for a in start]
@@ -74,6 +112,52 @@ def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, calls):
             assert type(fo.state[p][key]) is type(go.state[q][key])
     # the first step creates the state with the generic kernel; the other four are fused
     assert len(calls) == 4
+
+
+def _assert_same(pair):
+    (fp, fo), (gp, go) = pair
+    for p, q in zip(fp, gp):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert fo.state[p].keys() == go.state[q].keys()
+        for key in go.state[q]:
+            np.testing.assert_array_equal(fo.state[p][key], go.state[q][key])
+            assert type(fo.state[p][key]) is type(go.state[q][key])
+            assert getattr(fo.state[p][key], "dtype", None) == getattr(go.state[q][key],
+                                                                        "dtype", None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, kwargs", CHUNKED, ids=[f"{c.__name__}-{k}" for c, k in CHUNKED])
+def test_flat_chunks_equal_generic_bit_for_bit(cls, kwargs, dtype, chunked):
+    rng = np.random.default_rng(5)
+    pair = _pair(cls, kwargs, dtype, rng)
+    _step_both(pair, rng, steps=7)
+    _assert_same(pair)
+    # the first step makes the state with the generic kernel (Adagrad's is made with it)
+    assert chunked == [cls.__name__] * (7 if cls is optim.Adagrad else 6)
+
+
+def test_flat_chunks_write_back_loose_parameters(chunked):
+    """Without numba, parameters that are not one buffer are copied back one by one."""
+    rng = np.random.default_rng(6)
+    pair = _pair(Adam, {}, np.float32, rng)
+    views = [p.data for p in pair[0][0]]
+    _step_both(pair, rng, steps=3)
+    _assert_same(pair)
+    assert [p.data for p in pair[0][0]] == views and all(
+        p.data is v for p, v in zip(pair[0][0], views))
+    assert chunked == ["Adam"] * 2
+
+
+def test_shared_adagrad_sums_stay_on_the_generic_kernel(chunked):
+    rng = np.random.default_rng(7)
+    pair = _pair(optim.Adagrad, {}, np.float64, rng)
+    pair[0][1].share_memory()
+    shared = [pair[0][1].state[p]["sum"] for p in pair[0][0]]
+    _step_both(pair, rng, steps=3)
+    _assert_same(pair)
+    assert chunked == []
+    assert all(pair[0][1].state[p]["sum"] is s for p, s in zip(pair[0][0], shared))
 
 
 def test_group_falls_back_to_the_generic_kernel(calls):

@@ -113,6 +113,8 @@ class Adadelta(Optimizer):
     """
 
     _state_type = AdadeltaState
+    _elementwise = True
+    _fused_numbers = ("lr", "rho", "eps", "weight_decay")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "capturable": False}
 

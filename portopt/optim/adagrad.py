@@ -162,6 +162,8 @@ class Adagrad(Optimizer):
     """
 
     _state_type = AdagradState
+    _elementwise = True
+    _fused_numbers = ("lr", "lr_decay", "weight_decay", "eps")
     _supports_sparse_grad = True
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "fused": None}
@@ -253,6 +255,10 @@ class Adagrad(Optimizer):
                                     buffer=mmap.mmap(-1, max(total.nbytes, 1)))
                 shared[...] = total
                 state["sum"] = shared
+
+    def _fast_path_allows(self, group: dict[str, Any]) -> bool:
+        # a fast path would move the sums into flat buffers, out of the shared mapping
+        return not any(_in_shared_mapping(self.state[p]["sum"]) for p in group["params"])
 
     def _commit(self, work: list[Any], results: list[tuple[Any, Any]]) -> None:
         # a shared `sum` must stay where other processes see it: write into it

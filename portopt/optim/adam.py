@@ -178,6 +178,7 @@ class Adam(Optimizer):
     """
 
     _state_type = AdamState
+    _elementwise = True
     _setstate_defaults = {"amsgrad": False, "maximize": False, "foreach": None,
                           "capturable": False, "differentiable": False,
                           "decoupled_weight_decay": False, "fused": None}
@@ -230,12 +231,9 @@ class Adam(Optimizer):
     def _init_state(self, data: Any, group: dict[str, Any]) -> AdamState:
         return adam_init(data, amsgrad=group["amsgrad"])
 
-    # -- the fused NumPy kernel (portopt/backends/_numba.py) ----------------------------
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
 
     _fused_numbers = ("lr", "betas", "eps", "weight_decay")
-
-    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
-        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
         dtype = plan.grads.dtype

@@ -167,6 +167,8 @@ class Adamax(Optimizer):
     """
 
     _state_type = AdamaxState
+    _elementwise = True
+    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "capturable": False}
 

@@ -209,6 +209,9 @@ class ASGD(Optimizer):
     """
 
     _state_type = ASGDState
+    _elementwise = True
+    _fused_numbers = ("lr", "lambd", "alpha", "t0", "weight_decay")
+    _scalar_state = ("eta", "mu")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "capturable": False}
 

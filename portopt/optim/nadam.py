@@ -202,6 +202,9 @@ class NAdam(Optimizer):
     """
 
     _state_type = NAdamState
+    _elementwise = True
+    _fused_numbers = ("lr", "betas", "eps", "weight_decay", "momentum_decay")
+    _scalar_state = ("mu_product",)
     _setstate_defaults = {"maximize": False, "foreach": None, "capturable": False,
                           "differentiable": False, "decoupled_weight_decay": False}
 

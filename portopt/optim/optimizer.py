@@ -447,7 +447,7 @@ class Optimizer(StateDictMixin):
                 self.state[item.param].update(entries)
 
     def _planned_step(self) -> bool:
-        """Step every group through its fused plan (see ``_fast.Plan``) when each group
+        """Step every group through its fast plan (see ``_fast.Plan``) when each group
         still has a valid one; ``False`` (nothing done) otherwise."""
         plans = self.__dict__.get("_fused_plans")
         if not plans:
@@ -459,41 +459,82 @@ class Optimizer(StateDictMixin):
                 return False
             ready.append((plan, group))
         for plan, group in ready:
-            self._launch(plan, group)
+            self._run_plan(plan, group)
         return True
 
-    #: group entries a fused kernel reads, which must be plain numbers for it
+    #: whether every operation of the algorithm treats each element alike, so that a
+    #: param group can be stepped as one flat array (all optimizers but LBFGS,
+    #: SparseAdam, Adafactor and Muon)
+    _elementwise: bool = False
+
+    #: group entries the fast paths read, which must be plain numbers for them
     _fused_numbers: tuple[str, ...] = ()
 
-    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
-        """The state arrays the fused kernel updates for this group, or ``None`` when the
-        optimizer has no fused kernel or the group's settings need the generic one."""
-        return None
+    #: state entries (besides ``step``) that are numbers rather than arrays
+    _scalar_state: tuple[str, ...] = ()
+
+    def _has_kernel(self, group: dict[str, Any]) -> bool:
+        """Whether the optimizer's compiled kernel (:meth:`_launch`) can step this group."""
+        return type(self)._launch is not Optimizer._launch
+
+    def _fast_path_allows(self, group: dict[str, Any]) -> bool:
+        """A last say of the optimizer on whether a group may take a fast path."""
+        return True
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
-        """Run the fused kernel on a plan whose gradients were just gathered."""
+        """Run the compiled kernel on a plan whose gradients were just gathered, and
+        finish the plan (``plan.finish``)."""
         raise NotImplementedError
 
-    def _fused_step(self, group: dict[str, Any], work: list[_Work]) -> Callable[[], None] | None:
-        """A fused in-place step of a whole group (a backend's compiled kernel), or ``None``
-        for the generic kernel. It is called after validation and must not mutate; the
-        returned function runs after every group has been computed and cannot fail.
+    def _chunked_step(self, plan: Any, group: dict[str, Any]) -> None:
+        """Run the generic kernel over cache-sized chunks of a plan's flat arrays, writing
+        each chunk's results back in place before the next one is computed."""
+        params, grads, buffers = plan.param_view(), plan.grad_view, plan.state_buffers
+        fixed = {**plan.scalars, "step": plan.step}
+        fields = self._state_type._fields
+        new_state = None
+        for start in range(0, max(plan.total, 1), _fast.CHUNK):
+            part = slice(start, start + _fast.CHUNK)
+            state = self._state_type._make(
+                buffers[f][part] if f in buffers else fixed.get(f) for f in fields)
+            new_data, new_state = self._update(params[part], grads[part], state, group)
+            params[part] = new_data
+            for key, buffer in buffers.items():
+                buffer[part] = getattr(new_state, key)
+        plan.finish(getattr(new_state, "step", None),
+                    **{k: getattr(new_state, k) for k in plan.scalar_keys})
 
-        A group takes the fused kernel when ``_fast.eligible`` says so; its plan is kept
-        for the next steps, which then skip the per-parameter work entirely."""
-        keys = self._fused_keys_for(group)
-        if keys is None or not _fast.eligible(group, work, self.state, keys,
-                                              self._fused_numbers):
+    def _run_plan(self, plan: Any, group: dict[str, Any]) -> None:
+        if plan.compiled:
+            self._launch(plan, group)
+        else:
+            self._chunked_step(plan, group)
+
+    def _fused_step(self, group: dict[str, Any], work: list[_Work]) -> Callable[[], None] | None:
+        """A fast in-place step of a whole group, or ``None`` for the generic kernel. It is
+        called after validation and must not mutate; the returned function runs after
+        every group has been computed and cannot fail.
+
+        A group of an elementwise optimizer takes a fast path when ``_fast.eligible``
+        says so: the compiled kernel where numba is installed and the optimizer has one,
+        else the generic kernel over flat chunks. Its plan is kept for the next steps,
+        which then skip the per-parameter work entirely."""
+        if not self._elementwise:
+            return None
+        found = _fast.eligible(group, work, self.state, self._fused_numbers,
+                               self._scalar_state)
+        if found is None or not self._fast_path_allows(group):
             return None
         plans = self.__dict__.setdefault("_fused_plans", {})
         live = {id(g) for g in self.param_groups}
         for stale in [k for k in plans if k not in live]:
             del plans[stale]
-        plan = _fast.Plan(group, self.state, keys)
+        compiled = self._has_kernel(group) and _fast.kernels() is not None
+        plan = _fast.Plan(group, self.state, *found, compiled=compiled)
         if not plan.gather(group, self.state, self._fused_numbers):
             return None
         plans[id(group)] = plan
-        return lambda: self._launch(plan, group)
+        return lambda: self._run_plan(plan, group)
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> Any:
         """The initial state of one parameter (a NamedTuple of torch's state keys)."""

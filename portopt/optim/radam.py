@@ -190,6 +190,8 @@ class RAdam(Optimizer):
     """
 
     _state_type = RAdamState
+    _elementwise = True
+    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "decoupled_weight_decay": False, "capturable": False}
 

@@ -158,6 +158,7 @@ class RMSprop(Optimizer):
     """
 
     _state_type = RMSpropState
+    _elementwise = True
     _setstate_defaults = {"momentum": 0, "centered": False, "foreach": None,
                           "maximize": False, "differentiable": False, "capturable": False}
 
@@ -201,13 +202,9 @@ class RMSprop(Optimizer):
     def _init_state(self, data: Any, group: dict[str, Any]) -> RMSpropState:
         return rmsprop_init(data, momentum=group["momentum"], centered=group["centered"])
 
-    # -- the fused NumPy kernel (portopt/backends/_numba.py) ----------------------------
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
 
     _fused_numbers = ("lr", "alpha", "eps", "weight_decay", "momentum")
-
-    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
-        return (("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ())
-                + (("grad_avg",) if group["centered"] else ()))
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
         dtype = plan.grads.dtype

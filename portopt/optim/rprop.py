@@ -150,6 +150,8 @@ class Rprop(Optimizer):
     """
 
     _state_type = RpropState
+    _elementwise = True
+    _fused_numbers = ("lr", "etas", "step_sizes")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "capturable": False}
 

@@ -120,6 +120,7 @@ class SGD(Optimizer):
     """
 
     _state_type = SGDState
+    _elementwise = True
     _tensor_step = False
     _supports_sparse_grad = True
     _setstate_defaults = {"nesterov": False, "maximize": False, "foreach": None,
@@ -163,13 +164,9 @@ class SGD(Optimizer):
     def _init_state(self, data: Any, group: dict[str, Any]) -> SGDState:
         return sgd_init(data)
 
-    # -- the fused NumPy kernel (portopt/backends/_numba.py) ----------------------------
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
 
     _fused_numbers = ("lr", "momentum", "dampening", "weight_decay")
-
-    def _fused_keys_for(self, group: dict[str, Any]) -> tuple[str, ...] | None:
-        # the steps with a momentum buffer; plain SGD stays with the generic kernel
-        return ("momentum_buffer",) if group["momentum"] != 0 else None
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
         dtype = plan.grads.dtype
