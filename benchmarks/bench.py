@@ -133,15 +133,28 @@ PORTOPT_CONTENDERS: dict[str, dict[str, bool]] = {
     "portopt": {},
     "portopt foreach=False": {"foreach": False},
 }
-CONTENDERS = tuple(TORCH_CONTENDERS) + tuple(PORTOPT_CONTENDERS)
+# portopt's default step in other settings (NumPy only): parameters (and gradients)
+# created with portopt.flat_parameters(grads=True), and the path taken without numba
+PORTOPT_SETUPS: dict[str, tuple[bool, bool]] = {  # name: (flat parameters, numba)
+    "portopt": (False, True),
+    "portopt foreach=False": (False, True),
+    "portopt flat": (True, True),
+    "portopt no numba": (False, False),
+    "portopt flat, no numba": (True, False),
+}
+CONTENDERS = tuple(TORCH_CONTENDERS) + tuple(PORTOPT_SETUPS)
 BASELINES = ("torch fused", "torch foreach")  # the first of these that ran
 
 # Issue 6's targets for portopt's default step, as ratios to torch fused with gradients
-# new every step: (NumPy with numba, NumPy without numba on the per-tensor path, CuPy).
-TARGETS: dict[str, tuple[float, float, float]] = {
-    "1x16M": (0.95, 2.5, 1.05),
-    "1000x4096": (0.35, 1.5, 0.2),
-    "10000x64": (0.05, 1.2, 0.05),
+# new every step, per setting: NumPy with numba, NumPy without numba (per-tensor
+# parameters, and parameters from flat_parameters), CuPy.
+TARGETS: dict[str, dict[str, float]] = {
+    "1x16M": {"portopt": 0.95, "portopt no numba": 2.5, "portopt flat, no numba": 2.5,
+              "cupy": 1.05},
+    "1000x4096": {"portopt": 0.35, "portopt no numba": 1.5, "portopt flat, no numba": 1.15,
+                  "cupy": 0.2},
+    "10000x64": {"portopt": 0.05, "portopt no numba": 1.2, "portopt flat, no numba": 0.06,
+                 "cupy": 0.05},
 }
 ROOFLINE_TARGET = {"1x16M": 0.9}  # with numba
 
@@ -499,6 +512,8 @@ class Contender:
     opt: Any
     own_grads: list[Any] = field(default_factory=list)
     samples: list[float] = field(default_factory=list)
+    numba: bool = True  # False: portopt steps as if numba were not installed
+    flat_grads: list[Any] = field(default_factory=list)  # from flat_parameters(grads=True)
 
     def prepare(self, mode: str, pool: list[list[Any]], k: int) -> None:
         """Make the gradients of step ``k`` ready (not timed)."""
@@ -515,10 +530,27 @@ class Contender:
         if flush is not None:
             flush()
         self.lib.sync()
-        t0 = time.perf_counter()
-        self.opt.step()
-        self.lib.sync()
-        return time.perf_counter() - t0
+        with _without_numba(not self.numba):
+            t0 = time.perf_counter()
+            self.opt.step()
+            self.lib.sync()
+            return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _without_numba(active: bool) -> Iterator[None]:
+    """portopt's fast path as it is without numba (the plan a step builds keeps it)."""
+    from portopt.optim import _fast
+
+    if not active:
+        yield
+        return
+    kernels = _fast.kernels
+    _fast.kernels = lambda: None
+    try:
+        yield
+    finally:
+        _fast.kernels = kernels
 
 
 @dataclass
@@ -554,6 +586,7 @@ def _build_contenders(name: str, init: list[np.ndarray],
                       torch_lib: _TorchLib, port_lib: _Lib,
                       skipped: dict[str, str]) -> list[Contender]:
     import portopt
+    from portopt.optim import _fast
 
     out = []
     for cname, flags in TORCH_CONTENDERS.items():
@@ -568,14 +601,25 @@ def _build_contenders(name: str, init: list[np.ndarray],
             skipped[cname] = f"{type(exc).__name__}: {exc}"
             continue
         out.append(Contender(cname, torch_lib, params, opt))
-    for cname, flags in PORTOPT_CONTENDERS.items():
-        params = [portopt.Parameter(port_lib.asarray(a)) for a in init]
+    for cname, (flat, numba) in PORTOPT_SETUPS.items():
+        flags = PORTOPT_CONTENDERS.get(cname, {})
+        if port_lib.name != "numpy" and (flat or not numba):
+            skipped[cname] = "a NumPy setting"
+            continue
+        if numba and _fast.kernels() is None:
+            skipped[cname] = "numba is not installed"
+            continue
+        if flat:
+            params = portopt.flat_parameters([port_lib.asarray(a) for a in init], grads=True)
+        else:
+            params = [portopt.Parameter(port_lib.asarray(a)) for a in init]
         try:
             opt = getattr(portopt.optim, name)(params, **OPTIMIZER_KWARGS[name], **flags)
         except Exception as exc:
             skipped[cname] = f"{type(exc).__name__}: {exc}"
             continue
-        out.append(Contender(cname, port_lib, params, opt))
+        out.append(Contender(cname, port_lib, params, opt, numba=numba,
+                             flat_grads=[p.grad for p in params] if flat else []))
     return out
 
 
@@ -696,7 +740,8 @@ def _run_cell(contenders: list[Contender], mode: str, pools: dict[str, list[list
         c.samples = []
         pool = pools[c.lib.name]
         if mode == "in-place":
-            c.own_grads = [g * 0 for g in pool[0]]  # arrays of this contender's own
+            # arrays of this contender's own: one flat buffer's views for flat parameters
+            c.own_grads = c.flat_grads or [g * 0 for g in pool[0]]
             for p, g in zip(c.params, c.own_grads):
                 p.grad = g
         walls = []  # what a step costs here with its untimed preparation: the budget's unit
@@ -1103,6 +1148,49 @@ def _target_cell(ratio: float, target: float | None, roof_target: float | None =
     return text
 
 
+def _summary(report: Report, cuda: bool) -> list[str]:
+    """One line per optimizer and workload: portopt's default step in each setting as a
+    ratio to torch's best, with issue 6's target where it sets one."""
+    settings = ["portopt"] if cuda else [
+        "portopt", "portopt flat", "portopt no numba", "portopt flat, no numba"]
+    by_key = {(r.optimizer, r.workload, r.grads, r.contender): r for r in report.rows}
+    lines = [
+        "Ratios to torch's best path (fused, or foreach where torch has no fused), with "
+        "gradients that are new arrays every step and, after the slash, written in "
+        "place; the target applies to new gradients.",
+        "",
+        "| optimizer | workload | best torch, ms | " + " | ".join(
+            ("CuPy" if cuda else s.removeprefix("portopt").strip(", ") or "default")
+            + (", roofline" if s == "portopt" else "") + ", target" for s in settings) + " |",
+        "|---|---|---|" + "---|" * len(settings),
+    ]
+    names = list(dict.fromkeys(r.optimizer for r in report.rows))
+    workloads = list(dict.fromkeys(r.workload for r in report.rows))
+    for name in names:
+        for w in workloads:
+            rows = {(g, s): by_key.get((name, w, g, s)) for g in GRAD_MODES for s in settings}
+            ran = [r for r in rows.values() if r is not None and not r.skipped]
+            if not ran:
+                continue
+            ref = ran[0]
+            base = by_key.get((name, w, ref.grads, ref.baseline)) if ref.baseline else None
+            cells = [name, w, f"{(ref.baseline or '-').replace('torch ', '')}, "
+                     f"{_fmt_ms(base.median_s) if base else '-'}"]
+            for setting in settings:
+                new, inplace = rows[("new", setting)], rows[("in-place", setting)]
+                rnew = new.ratio if new and not new.skipped else math.nan
+                rin = inplace.ratio if inplace and not inplace.skipped else math.nan
+                text = f"{_fmt_ratio(rnew)} / {_fmt_ratio(rin)}"
+                if setting == "portopt" and new and not new.skipped:
+                    text += f", {_fmt_ratio(new.roofline)}"
+                target = TARGETS.get(w, {}).get("cupy" if cuda else setting)
+                roof = ROOFLINE_TARGET.get(w) if setting == "portopt" and not cuda else None
+                text += f", {_target_cell(rnew, target, roof, new.roofline if new else math.nan)}"
+                cells.append(text)
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(report: Report) -> str:
     m, bw, s = report.machine, report.bandwidth, report.settings
     cuda = report.device == "cuda"
@@ -1202,41 +1290,8 @@ def to_markdown(report: Report) -> str:
         lines.append(f"| {name} | {', '.join(reads)} | {', '.join(writes)} | "
                      f"{BYTES_PER_ELEMENT[name]} |")
     lines += ["", "## portopt's default step against torch's best", ""]
-    # Issue 6's targets for the path portopt's default takes here: with numba on NumPy
-    # when numba is installed, the per-tensor fallback without it; CuPy on CUDA.
-    with_numba = m["numba"] != "not installed"
-    col = 2 if cuda else 0 if with_numba else 1
-    which = "CuPy" if cuda else "NumPy + numba" if with_numba else "NumPy without numba, per-tensor"
+    lines += _summary(report, cuda)
     lines += [
-        "| optimizer | workload | best torch | ms | portopt ms | ratio, new grads | "
-        f"ratio, in place | roofline | issue 6 target ({which}) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    by_key = {(r.optimizer, r.workload, r.grads, r.contender): r for r in report.rows}
-    workloads = list(dict.fromkeys(r.workload for r in report.rows))
-    for name in shown:
-        for w in workloads:
-            new = by_key.get((name, w, "new", "portopt"))
-            inplace = by_key.get((name, w, "in-place", "portopt"))
-            ref = new or inplace
-            if ref is None or ref.skipped:
-                continue
-            base = by_key.get((name, w, ref.grads, ref.baseline)) if ref.baseline else None
-            targets = TARGETS.get(w)
-            rnew = new.ratio if new and not new.skipped else math.nan
-            rin = inplace.ratio if inplace and not inplace.skipped else math.nan
-            cells = [
-                name, w, (ref.baseline or "-").replace("torch ", ""),
-                _fmt_ms(base.median_s) if base else "-", _fmt_ms(ref.median_s),
-                _fmt_ratio(rnew), _fmt_ratio(rin), _fmt_ratio(ref.roofline),
-                _target_cell(rnew, targets[col] if targets else None,
-                             ROOFLINE_TARGET.get(w) if col == 0 else None, ref.roofline),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "(`ms` and `portopt ms` are from the new-gradients cell where it ran; the roofline "
-        "column is portopt's there.)",
         "",
         "## All rows",
         "",

@@ -229,7 +229,7 @@ class SparseGrad:
                 f"shape={self.shape})")
 
 
-def flat_parameters(arrays: Any) -> list[Parameter]:
+def flat_parameters(arrays: Any, *, grads: bool = False) -> list[Parameter]:
     """Parameters holding copies of ``arrays``, laid back to back in one new flat buffer.
 
     Each parameter's ``.data`` is a view of the buffer with its array's shape, so a model
@@ -237,8 +237,14 @@ def flat_parameters(arrays: Any) -> list[Parameter]:
     path) updates the whole buffer at once instead of gathering the parameters into one
     and scattering them back. All arrays must share one backend and dtype.
 
+    With ``grads=True`` each parameter also gets a zero ``.grad``, a view of a second
+    flat buffer laid out alike: code that writes its gradients into those arrays in place
+    (``p.grad[...] = g``) hands the fast path one flat gradient array, which it then
+    reads where it is instead of gathering the gradients into one.
+
     Args:
         arrays: the initial values, arrays of one mutable backend (NumPy, CuPy, torch).
+        grads: also lay out zero gradients in a flat buffer of their own.
 
     Returns:
         One :class:`Parameter` per array, in order.
@@ -255,12 +261,15 @@ def flat_parameters(arrays: Any) -> list[Parameter]:
             raise TypeError("flat_parameters needs arrays of one backend and dtype, got "
                             f"{be.name} {dtype} and {get_backend(a).name} {a.dtype}")
     sizes = [math.prod(a.shape) for a in arrays]
-    flat = xp.empty(sum(sizes), dtype=dtype, device=be.device(arrays[0]))
+    device = be.device(arrays[0])
+    flat = xp.empty(sum(sizes), dtype=dtype, device=device)
+    flat_grads = xp.zeros(sum(sizes), dtype=dtype, device=device) if grads else None
     params, start = [], 0
     for a, n in zip(arrays, sizes):
-        view = flat[start:start + n]
-        view = xp.reshape(view, a.shape)
+        view = xp.reshape(flat[start:start + n], a.shape)
         view[...] = a
         params.append(Parameter(view))
+        if flat_grads is not None:
+            params[-1].grad = xp.reshape(flat_grads[start:start + n], a.shape)
         start += n
     return params

@@ -92,8 +92,16 @@ def test_quick_run_writes_the_table(bench, tmp_path, capsys):
         assert r[col["extra memory"]] == "n/a" or "params)" in r[col["extra memory"]]
 
     header, summary = table(text, "## portopt's default step against torch's best")
-    assert header[:3] == ["optimizer", "workload", "best torch"]
-    assert [r[:3] for r in summary] == [["Adam", "4x256", "fused"]]
+    assert header == ["optimizer", "workload", "best torch, ms", "default, roofline, target",
+                      "flat, target", "no numba, target", "flat, no numba, target"]
+    assert [r[:2] for r in summary] == [["Adam", "4x256"]]
+    assert summary[0][2].startswith("fused, ")
+    ratios = {(r[col["grads"]], r[col["contender"]]): r[col["ratio"]] for r in rows}
+    for cell, setting in zip(summary[0][3:], ("portopt", "portopt flat", "portopt no numba",
+                                              "portopt flat, no numba")):
+        new, inplace = cell.split(",")[0].split(" / ")
+        assert (new, inplace) == (ratios["new", setting], ratios["in-place", setting])
+        assert cell.endswith(", -")  # 4x256 is not one of issue 6's workloads
 
     header, traffic = table(text, "## Bytes each step must move per float32 element")
     assert traffic == [["Adam", "param, grad, exp_avg, exp_avg_sq", "param, exp_avg, exp_avg_sq",

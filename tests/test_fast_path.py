@@ -31,8 +31,31 @@ CONFIGS = [
     (RMSprop, {"alpha": 0.3, "centered": True, "maximize": True}),  # lerp's upper form
     (RMSprop, {"momentum": 0.5, "eps": 1e-3}),
     # -- Adagrad, Adadelta --
+    (optim.Adagrad, {}),
+    (optim.Adagrad, {"lr_decay": 0.1, "weight_decay": 0.2, "initial_accumulator_value": 0.3,
+                     "maximize": True}),
+    (optim.Adagrad, {"lr_decay": 0.5, "eps": 1e-3}),
+    (optim.Adadelta, {}),
+    (optim.Adadelta, {"rho": 0.5, "weight_decay": 0.1, "maximize": True}),
+    (optim.Adadelta, {"rho": 0.99, "eps": 1e-3}),
     # -- Adamax, RAdam, Rprop --
+    (optim.Adamax, {}),
+    (optim.Adamax, {"weight_decay": 0.1, "maximize": True}),
+    (optim.Adamax, {"betas": (0.3, 0.5), "eps": 1e-3}),  # lerp's upper form
+    (optim.RAdam, {"weight_decay": 0.1, "maximize": True}),  # steps 2-5: unrectified
+    (optim.RAdam, {"decoupled_weight_decay": True, "weight_decay": 0.1, "betas": (0.3, 0.8)}),
+    (optim.Rprop, {}),
+    (optim.Rprop, {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.05), "maximize": True}),
+    (optim.Rprop, {"step_sizes": (None, 0.02)}),  # no lower bound
+    (optim.Rprop, {"step_sizes": (0.011, None)}),  # no upper bound
     # -- NAdam, ASGD --
+    (optim.NAdam, {}),
+    (optim.NAdam, {"momentum_decay": 0.01, "weight_decay": 0.1, "maximize": True}),
+    (optim.NAdam, {"decoupled_weight_decay": True, "weight_decay": 0.2}),
+    (optim.NAdam, {"betas": (0.3, 0.99), "eps": 1e-3}),  # lerp's upper form
+    (optim.ASGD, {}),  # mu stays 1: ax copies the parameter
+    (optim.ASGD, {"t0": 1, "lambd": 0.1, "weight_decay": 0.1}),  # averaging from step 4
+    (optim.ASGD, {"t0": 0, "maximize": True, "alpha": 0.5}),  # averaging from step 3
 ]
 
 #: every elementwise optimizer, for the generic kernel over flat chunks
@@ -97,33 +120,39 @@ def _step_both(pair, rng, steps=5):
         go.step()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cls, kwargs", CONFIGS, ids=[f"{c.__name__}-{k}" for c, k in CONFIGS])
-def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, calls):
-    rng = np.random.default_rng(0)
-    pair = _pair(cls, kwargs, dtype, rng)
-    _step_both(pair, rng)
-    (fp, fo), (gp, go) = pair
-    for p, q in zip(fp, gp):
-        np.testing.assert_array_equal(p.data, q.data)
-        assert fo.state[p].keys() == go.state[q].keys()
-        for key in go.state[q]:
-            np.testing.assert_array_equal(fo.state[p][key], go.state[q][key])
-            assert type(fo.state[p][key]) is type(go.state[q][key])
-    # the first step creates the state with the generic kernel; the other four are fused
-    assert len(calls) == 4
+def _same_bits(a, b):
+    """Equal to the last bit (signed zeros apart), NaN where the other is NaN. A NaN's sign
+    and payload are not compared: they follow the order of an operation's operands, which
+    neither NumPy nor torch promises."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    nan = np.isnan(a)
+    return bool((nan == np.isnan(b)).all()) and a[~nan].tobytes() == b[~nan].tobytes()
 
 
 def _assert_same(pair):
     (fp, fo), (gp, go) = pair
     for p, q in zip(fp, gp):
         np.testing.assert_array_equal(p.data, q.data)
+        assert _same_bits(p.data, q.data)
         assert fo.state[p].keys() == go.state[q].keys()
         for key in go.state[q]:
-            np.testing.assert_array_equal(fo.state[p][key], go.state[q][key])
+            assert _same_bits(fo.state[p][key], go.state[q][key]), key
             assert type(fo.state[p][key]) is type(go.state[q][key])
-            assert getattr(fo.state[p][key], "dtype", None) == getattr(go.state[q][key],
-                                                                        "dtype", None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, kwargs", CONFIGS, ids=[f"{c.__name__}-{k}" for c, k in CONFIGS])
+def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, calls):
+    rng = np.random.default_rng(0)
+    pair = _pair(cls, kwargs, dtype, rng)
+    eager = bool(pair[0][1].state)  # Adagrad makes its state in its constructor
+    _step_both(pair, rng)
+    _assert_same(pair)
+    # the first step creates the state with the generic kernel, unless the constructor has
+    # made it; every other step is fused
+    assert len(calls) == (5 if eager else 4)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -158,6 +187,40 @@ def test_shared_adagrad_sums_stay_on_the_generic_kernel(chunked):
     _assert_same(pair)
     assert chunked == []
     assert all(pair[0][1].state[p]["sum"] is s for p, s in zip(pair[0][0], shared))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.1, "maximize": True},
+                                    {"decoupled_weight_decay": True, "weight_decay": 0.1}])
+def test_radam_rectified_steps_are_fused(kwargs, dtype, calls):
+    """RAdam's rectified update starts at step 6 (rho_t > 5), past the 5 steps above."""
+    rng = np.random.default_rng(8)
+    pair = _pair(optim.RAdam, kwargs, dtype, rng)
+    _step_both(pair, rng, steps=8)
+    _assert_same(pair)
+    assert calls == ["radam_step"] * 7
+
+
+MAXIMIZING = sorted({cls for cls, _ in CONFIGS}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", MAXIMIZING, ids=lambda c: c.__name__)
+def test_maximize_flips_special_gradients_as_the_generic_kernel(cls, calls):
+    """NaN, infinities and signed zeros in the gradient, with ``maximize``: the same bits."""
+    rng = np.random.default_rng(9)
+    kwargs = {"momentum": 0.9} if cls is SGD else {}
+    pair = _pair(cls, {"maximize": True, **kwargs}, np.float32, rng, shapes=((6,),))
+    (fp, fo), (gp, go) = pair
+    for step in range(3):
+        g = rng.standard_normal(6).astype(np.float32)
+        if step == 2:
+            g[:4] = [np.nan, np.inf, -np.inf, -0.0]
+        fp[0].grad, gp[0].grad = g.copy(), g.copy()
+        with np.errstate(all="ignore"):  # NaN and inf are the point here
+            fo.step()
+            go.step()
+    _assert_same(pair)
+    assert calls
 
 
 def test_group_falls_back_to_the_generic_kernel(calls):
@@ -218,6 +281,37 @@ def test_flat_parameters_are_stepped_in_their_buffer(calls, monkeypatch):
         np.testing.assert_array_equal(p.data, q.data)
         assert p.data is view  # the user's arrays stay the storage
     assert calls == ["adam_step"] * 3 and scattered == []
+
+
+@pytest.mark.parametrize("path", ["compiled", "chunks"])
+def test_flat_gradients_written_in_place_are_read_where_they_are(path, monkeypatch, request):
+    if path == "chunks":
+        request.getfixturevalue("chunked")
+    rng = np.random.default_rng(8)
+    start = [rng.standard_normal(s) for s in ((3, 4), (5,), (2, 1))]
+    flat = portopt.flat_parameters(start, grads=True)
+    loose = [portopt.Parameter(a.copy()) for a in start]
+    assert all(np.array_equal(p.grad, np.zeros(a.shape)) for p, a in zip(flat, start))
+    buffers = {id(p.grad.base) for p in flat}
+    opts = SGD(flat, lr=0.1, momentum=0.9), SGD(loose, lr=0.1, momentum=0.9, foreach=False)
+    gathered = []
+    concatenate = np.concatenate
+    monkeypatch.setattr(_fast.np, "concatenate",
+                        lambda *a, **k: (gathered.append(1), concatenate(*a, **k))[1])
+    for step in range(5):
+        for p, q in zip(flat, loose):
+            g = rng.standard_normal(p.data.shape)
+            p.grad[...] = g  # in place, into the flat gradient buffer
+            q.grad = g
+        gathered.clear()
+        for opt in opts:
+            opt.step()
+        # the first step makes the momentum buffers (generic kernel), the second the plan
+        if step > 1:
+            assert gathered == []
+    for p, q in zip(flat, loose):
+        np.testing.assert_array_equal(p.data, q.data)
+    assert {id(p.grad.base) for p in flat} == buffers and len(buffers) == 1
 
 
 def test_swapped_arrays_make_a_new_plan(calls):

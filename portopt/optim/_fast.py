@@ -151,6 +151,11 @@ class Plan:
         self.step: Any = None
         self.grads = np.empty(total, dtype)
         self.grad_view = self.grads  # the gradients the kernel reads, flat
+        # gradients that are consecutive views of one buffer (flat_parameters(grads=True)),
+        # read where they are while the group holds them; looked for a few times only
+        self.grad_list: list[Any] = []
+        self.flat_grads: np.ndarray | None = None
+        self.grad_looks = 2
         self.flat_params = _consecutive(self.datas, total)
         if self.flat_params is None:
             self.param_buffer = np.empty(total, dtype)
@@ -190,8 +195,19 @@ class Plan:
             if _plain_array(grad, self.grads.dtype) and grad.shape == self.datas[0].shape:
                 self.grad_view = grad.reshape(-1)
                 return True
+        grads = list(map(_grad, params))
+        if self.flat_grads is not None and all(map(operator.is_, grads, self.grad_list)):
+            self.grad_view = self.flat_grads
+            return True
+        if (self.grad_looks and self.flat_params is not None
+                and isinstance(getattr(grads[0], "base", None), np.ndarray)):
+            self.grad_looks -= 1
+            flat = _consecutive_grads(grads, self.datas, self.flat_params)
+            if flat is not None:
+                self.grad_list, self.flat_grads, self.grad_view = grads, flat, flat
+                return True
         try:  # rejects a missing (None) or sparse gradient, or one of another dtype
-            np.concatenate(list(map(_grad, params)), axis=None, out=self.grads, casting="no")
+            np.concatenate(grads, axis=None, out=self.grads, casting="no")
         except (TypeError, ValueError):
             return False
         self.grad_view = self.grads
@@ -238,6 +254,20 @@ def _consecutive(datas: list[np.ndarray], total: int) -> np.ndarray | None:
             return None
         position += d.nbytes
     return root.reshape(-1)[offset:offset + total]
+
+
+def _consecutive_grads(grads: list[Any], datas: list[np.ndarray],
+                       flat_params: np.ndarray) -> np.ndarray | None:
+    """One flat view over the gradients when they are plain arrays of their parameters'
+    shapes and dtype lying back to back in one buffer apart from the parameters' own
+    (``flat_params``), else ``None``."""
+    dtype = flat_params.dtype
+    if not all(_plain_array(g, dtype) and g.shape == d.shape for g, d in zip(grads, datas)):
+        return None
+    flat = _consecutive(grads, flat_params.size)
+    if flat is None or np.may_share_memory(flat, flat_params):
+        return None
+    return flat
 
 
 def _group_allows(group: dict[str, Any], numbers: tuple[str, ...]) -> bool:

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
+from . import _fast
 from ._checks import check_capturable_devices, check_one_element, to_scalar
 from ._math import add_scaled, addcmul, as_arrays, host, is_complex, view_as_complex, view_as_real
 from .optimizer import Optimizer
@@ -146,6 +147,20 @@ class Adadelta(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> AdadeltaState:
         return adadelta_init(data)
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        buffers = plan.state_buffers
+        rho = group["rho"]
+        _fast.kernels().adadelta_step(
+            plan.param_view(), plan.grad_view, buffers["square_avg"], buffers["acc_delta"],
+            _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
+            _fast.cast(group["weight_decay"], dtype), _fast.cast(rho, dtype),
+            _fast.cast(1 - rho, dtype), _fast.cast(group["eps"], dtype),
+            _fast.cast(-group["lr"], dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: AdadeltaState,
                 group: dict[str, Any]) -> tuple[Any, AdadeltaState]:

@@ -9,6 +9,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..backends import get_backend
+from . import _fast
 from ._checks import (
     check_fused_available,
     check_fused_flags,
@@ -213,6 +214,19 @@ class Adagrad(Optimizer):
         # torch's lazy path reads the optimizer's default, not the group's own value
         return adagrad_init(
             data, initial_accumulator_value=self.defaults["initial_accumulator_value"])
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        lr, lr_decay = group["lr"], group["lr_decay"]
+        step = float(plan.step + 1)  # counted in float32, as the generic kernel counts it
+        _fast.kernels().adagrad_step(
+            plan.param_view(), plan.grad_view, plan.state_buffers["sum"],
+            _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
+            _fast.cast(group["weight_decay"], dtype), _fast.cast(group["eps"], dtype),
+            _fast.cast(-(lr / (1 + (step - 1) * lr_decay)), dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: AdagradState,
                 group: dict[str, Any]) -> tuple[Any, AdagradState]:

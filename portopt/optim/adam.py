@@ -240,7 +240,7 @@ class Adam(Optimizer):
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
         decoupled = group["decoupled_weight_decay"]
         w1 = _fast.cast(1 - beta1, dtype)
-        step = float(plan.step) + 1
+        step = float(plan.step + 1)  # counted in float32, as the generic kernel counts
         buffers = plan.state_buffers
         _fast.kernels().adam_step(
             plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],

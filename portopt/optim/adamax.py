@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from ..backends import get_backend
+from . import _fast
 from ._checks import (
     check_adam_family,
     check_capturable_devices,
@@ -168,7 +169,6 @@ class Adamax(Optimizer):
 
     _state_type = AdamaxState
     _elementwise = True
-    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "capturable": False}
 
@@ -191,6 +191,24 @@ class Adamax(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> AdamaxState:
         return adamax_init(data)
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        cast = _fast.cast
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        w1 = cast(1 - beta1, dtype)
+        step = float(plan.step + 1)  # counted in float32, as the generic kernel counts
+        buffers = plan.state_buffers
+        _fast.kernels().adamax_step(
+            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_inf"],
+            group["maximize"], cast(group["weight_decay"], dtype),
+            w1, cast(float(w1) - 1, dtype), cast(1 - float(w1), dtype), cast(beta2, dtype),
+            cast(group["eps"], dtype), cast(-(lr / (1 - beta1 ** step)), dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: AdamaxState,
                 group: dict[str, Any]) -> tuple[Any, AdamaxState]:

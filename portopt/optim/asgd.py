@@ -9,6 +9,7 @@ import array_api_compat
 from array_api_compat import array_namespace
 
 from ..backends import get_backend
+from . import _fast
 from ._checks import check_capturable_devices, check_one_element, is_array, to_scalar
 from ._math import (
     add_scaled,
@@ -263,6 +264,24 @@ class ASGD(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> ASGDState:
         return asgd_init(data, lr=to_scalar(group["lr"]), dtype=self._scalar_dtype(data))
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        cast = _fast.cast
+        lr, lambd = to_scalar(group["lr"]), group["lambd"]
+        eta, mu = plan.scalars["eta"], plan.scalars["mu"]
+        eta_value = float(eta)
+        _fast.kernels().asgd_step(
+            plan.param_view(), plan.grad_view, plan.state_buffers["ax"],
+            cast(-1.0 if group["maximize"] else 1.0, dtype), cast(group["weight_decay"], dtype),
+            cast(1 - lambd * eta_value, dtype), cast(-eta_value, dtype), cast(float(mu), dtype),
+            float(mu) != 1)
+        # the next step's eta and mu, as the generic kernel computes and stores them
+        step = float(plan.step + 1)
+        plan.finish(eta=_copy_into(eta, lr / spow(1 + lambd * lr * step, group["alpha"])),
+                    mu=_copy_into(mu, 1 / max(1, step - group["t0"])))
 
     def _update(self, data: Any, grad: Any, state: ASGDState,
                 group: dict[str, Any]) -> tuple[Any, ASGDState]:

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from ..backends import get_backend
+from . import _fast
 from ._checks import (
     check_adam_family,
     check_capturable_devices,
@@ -248,6 +249,33 @@ class NAdam(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> NAdamState:
         return nadam_init(data)._replace(mu_product=self._new_step(data, group, 1.0))
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        cast = _fast.cast
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        decoupled = group["decoupled_weight_decay"]
+        step = float(plan.step + 1)
+        momentum_decay = group["momentum_decay"]
+        # the host scalars as the generic kernel computes them (see `nadam`)
+        mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+        mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+        mu_product = _times_in_place(plan.scalars["mu_product"], mu)
+        mu_product_next = float(mu_product) * mu_next
+        w1 = cast(1 - beta1, dtype)
+        buffers = plan.state_buffers
+        _fast.kernels().nadam_step(
+            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],
+            cast(-1.0 if group["maximize"] else 1.0, dtype),
+            cast(0.0 if decoupled else wd, dtype),
+            cast(1 - lr * wd if decoupled and wd != 0 else 1.0, dtype),
+            w1, cast(float(w1) - 1, dtype), cast(1 - float(w1), dtype), cast(beta2, dtype),
+            cast(1 - beta2, dtype), cast(1 - beta2 ** step, dtype), cast(group["eps"], dtype),
+            cast(-lr * (1.0 - mu) / (1.0 - float(mu_product)), dtype),
+            cast((-lr * mu_next) / (1.0 - mu_product_next), dtype))
+        plan.finish(mu_product=mu_product)
 
     def _update(self, data: Any, grad: Any, state: NAdamState,
                 group: dict[str, Any]) -> tuple[Any, NAdamState]:

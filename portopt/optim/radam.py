@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 from array_api_compat import array_namespace
 
+from . import _fast
 from ._checks import (
     check_adam_family,
     check_capturable_devices,
@@ -191,7 +192,6 @@ class RAdam(Optimizer):
 
     _state_type = RAdamState
     _elementwise = True
-    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "decoupled_weight_decay": False, "capturable": False}
 
@@ -219,6 +219,35 @@ class RAdam(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> RAdamState:
         return radam_init(data)
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    _fused_numbers = ("lr", "betas", "eps", "weight_decay")
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        cast = _fast.cast
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        decoupled = group["decoupled_weight_decay"]
+        w1 = cast(1 - beta1, dtype)
+        step = float(plan.step + 1)  # counted in float32, as the generic kernel counts
+        # the host scalars of the generic kernel, in its float arithmetic
+        bias_correction2 = 1 - beta2 ** step
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * step * beta2 ** step / bias_correction2
+        rectified = rho_t > 5.0
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 1.0
+        buffers = plan.state_buffers
+        _fast.kernels().radam_step(
+            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],
+            group["maximize"], cast(0.0 if decoupled else wd, dtype),
+            cast(1 - lr * wd if decoupled and wd != 0 else 1.0, dtype),
+            w1, cast(float(w1) - 1, dtype), cast(1 - float(w1), dtype), cast(beta2, dtype),
+            cast(1 - beta2, dtype), cast(1 - beta1 ** step, dtype),
+            cast(bias_correction2 ** 0.5, dtype), cast(group["eps"], dtype), cast(lr, dtype),
+            rectified, cast(rect, dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: RAdamState,
                 group: dict[str, Any]) -> tuple[Any, RAdamState]:

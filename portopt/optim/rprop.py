@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import array_api_compat
 from array_api_compat import array_namespace
 
+from . import _fast
 from ._checks import check_capturable_devices, check_one_element, hyper, is_array, to_scalar
 from ._math import addcmul, as_arrays, host, is_complex, view_as_complex, view_as_real
 from .optimizer import Optimizer
@@ -151,7 +153,6 @@ class Rprop(Optimizer):
 
     _state_type = RpropState
     _elementwise = True
-    _fused_numbers = ("lr", "etas", "step_sizes")
     _setstate_defaults = {"foreach": None, "maximize": False, "differentiable": False,
                           "capturable": False}
 
@@ -205,6 +206,22 @@ class Rprop(Optimizer):
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> RpropState:
         return rprop_init(data, lr=to_scalar(group["lr"]))
+
+    # -- the fused NumPy kernel (portopt/backends/_numba/) ----------------------------
+
+    _fused_numbers = ("lr", "etas", "step_sizes")
+
+    def _launch(self, plan: Any, group: dict[str, Any]) -> None:
+        dtype = plan.grads.dtype
+        cast = _fast.cast
+        (etaminus, etaplus), (low, high) = group["etas"], group["step_sizes"]
+        buffers = plan.state_buffers
+        _fast.kernels().rprop_step(
+            plan.param_view(), plan.grad_view, buffers["prev"], buffers["step_size"],
+            group["maximize"], cast(etaminus, dtype), cast(etaplus, dtype),
+            cast(-math.inf if low is None else low, dtype),
+            cast(math.inf if high is None else high, dtype))
+        plan.finish()
 
     def _update(self, data: Any, grad: Any, state: RpropState,
                 group: dict[str, Any]) -> tuple[Any, RpropState]:

@@ -11,7 +11,7 @@ from ._common import JIT, fma, lerp, maximum, sqrt
 def _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, amsgrad, l2, sign,
                   weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
                   one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, single):  # noqa: ANN001, ANN202
-    g = grad[i] * sign
+    g = -grad[i] if sign < 0 else grad[i]  # a negation (a NaN's sign flips), as -grad
     p = param[i]
     if l2:
         g = fma(weight_decay, p, g, single)

@@ -11,7 +11,7 @@ from ._common import JIT, fma, lerp, sqrt
 def _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, l2, centered,
                      with_momentum, sign, weight_decay, alpha, w, w_minus_1, one_minus_w, eps,
                      momentum, neg_lr, single):  # noqa: ANN001, ANN202
-    g = grad[i] * sign
+    g = -grad[i] if sign < 0 else grad[i]  # a negation (a NaN's sign flips), as -grad
     p = param[i]
     if l2:
         g = fma(weight_decay, p, g, single)

@@ -10,7 +10,7 @@ from ._common import JIT, fma
 @numba.njit(inline="always")
 def _sgd_element(param, grad, momentum_buffer, i, l2, nesterov, sign, weight_decay, momentum,
                  one_minus_dampening, neg_lr, single):  # noqa: ANN001, ANN202
-    g = grad[i] * sign
+    g = -grad[i] if sign < 0 else grad[i]  # a negation (a NaN's sign flips), as -grad
     p = param[i]
     if l2:
         g = fma(weight_decay, p, g, single)
