@@ -233,9 +233,10 @@ def flat_parameters(arrays: Any, *, grads: bool = False) -> list[Parameter]:
     """Parameters holding copies of ``arrays``, laid back to back in one new flat buffer.
 
     Each parameter's ``.data`` is a view of the buffer with its array's shape, so a model
-    holding the parameters' arrays sees every update, and a fused step (the NumPy fast
-    path) updates the whole buffer at once instead of gathering the parameters into one
-    and scattering them back. All arrays must share one backend and dtype.
+    holding the parameters' arrays sees every update, and the NumPy fast path steps the
+    whole buffer as one flat array: in chunks that may span parameters (compiled
+    kernels), or without gathering and writing back the parameters (without numba).
+    All arrays must share one backend and dtype.
 
     With ``grads=True`` each parameter also gets a zero ``.grad``, a view of a second
     flat buffer laid out alike: code that writes its gradients into those arrays in place

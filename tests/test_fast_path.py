@@ -264,10 +264,6 @@ def test_flat_parameters_are_stepped_in_their_buffer(calls, monkeypatch):
     start = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (5,), ())]
     flat = portopt.flat_parameters(start)
     loose = [portopt.Parameter(a.copy()) for a in start]
-    scattered = []
-    scatter = _fast.kernels().scatter
-    monkeypatch.setattr(_fast.kernels(), "scatter",
-                        lambda *a: (scattered.append(1), scatter(*a))[1])
     opts = Adam(flat, lr=0.1), Adam(loose, lr=0.1, foreach=False)
     views = [p.data for p in flat]
     for _ in range(4):
@@ -280,7 +276,69 @@ def test_flat_parameters_are_stepped_in_their_buffer(calls, monkeypatch):
     for p, q, view in zip(flat, loose, views):
         np.testing.assert_array_equal(p.data, q.data)
         assert p.data is view  # the user's arrays stay the storage
-    assert calls == ["adam_step"] * 3 and scattered == []
+    assert calls == ["adam_step"] * 3
+
+
+def _planned(opt):
+    """The fast plan of the optimizer's only group."""
+    return opt._fused_plans[id(opt.param_groups[0])]
+
+
+def test_new_gradients_are_read_where_they_are(monkeypatch):
+    """A compiled step reads plain C-contiguous gradients of the right dtype and shape
+    through their addresses; anything else is gathered (or left to the generic kernel)."""
+    if _fast.kernels().array_layout() is None:
+        pytest.skip("NumPy's array struct was not recognised here: gradients are gathered")
+    rng = np.random.default_rng(10)
+    params = [portopt.Parameter(rng.standard_normal(s)) for s in ((5, 7), (40000,), (1,))]
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for p in params:
+            p.grad = rng.standard_normal(p.data.shape)
+        opt.step()
+    plan = _planned(opt)
+    gathered = []
+    concatenate = np.concatenate
+    monkeypatch.setattr(_fast.np, "concatenate",
+                        lambda *a, **k: (gathered.append(1), concatenate(*a, **k))[1])
+
+    def gather(first_grad, **edit):
+        gathered.clear()
+        params[0].grad = first_grad
+        for name, value in edit.items():  # changed in place after the setter's checks
+            setattr(first_grad, name, value)
+        ok = plan.gather(opt.param_groups[0], opt.state, opt._fused_numbers)
+        return ok, bool(gathered)
+
+    g = rng.standard_normal((5, 7))
+    assert gather(g) == (True, False)
+    assert plan.table[0, 1] == g.ctypes.data and plan.held[0] is g
+    assert plan.table[1, 1] == params[1].grad.ctypes.data  # chunks of the big gradient
+    assert plan.table[2, 1] == params[1].grad.ctypes.data + 32768 * 8
+    assert gather(np.asfortranarray(rng.standard_normal((5, 7)))) == (True, True)
+    assert gather(rng.standard_normal(35).reshape(5, 7)[:, :]) == (True, False)  # a view
+    assert gather(np.ma.masked_array(rng.standard_normal((5, 7)))) == (True, True)
+    # what the generic kernel would refuse goes to it
+    assert gather(rng.standard_normal((5, 7)), shape=(7, 5)) == (False, False)
+    assert gather(rng.standard_normal((5, 7)), dtype=np.dtype(">f8")) == (False, True)
+    assert gather(rng.standard_normal((5, 7)), dtype=np.dtype(np.int64)) == (False, True)
+    assert gather(None) == (False, False)
+
+
+def test_gathered_gradients_land_on_the_same_bits(calls):
+    rng = np.random.default_rng(11)
+    pair = _pair(Adam, {"weight_decay": 0.1}, np.float64, rng)
+    (fp, fo), (gp, go) = pair
+    for step in range(4):
+        for p, q in zip(fp, gp):
+            g = rng.standard_normal(p.data.shape)
+            if step > 1 and g.ndim > 1:  # once the plan is made: (5, 7) not C-ordered
+                g = np.asfortranarray(g)
+            p.grad, q.grad = g, g.copy()
+        fo.step()
+        go.step()
+    _assert_same(pair)
+    assert calls == ["adam_step"] * 3
 
 
 @pytest.mark.parametrize("path", ["compiled", "chunks"])

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..parameter import Parameter
 from ._checks import is_array
 from ._math import round_to_float32
 from ._params import is_sparse
@@ -105,6 +106,7 @@ CHUNK = 1 << 16
 
 _data = operator.attrgetter("data")
 _grad = operator.attrgetter("grad")
+_shape = operator.attrgetter("shape")
 
 
 class Plan:
@@ -113,17 +115,22 @@ class Plan:
 
     The group's state moves into flat buffers (one per state key) whose views become the
     per-parameter state arrays, so ``opt.state[p]`` keeps torch's layout; ``step`` and
-    the scalar entries are shared by the group. Gradients are gathered into one flat
-    array each step. Parameters stay the user's arrays: when they are already
-    consecutive views of one buffer (``portopt.flat_parameters``) the step works on that
-    buffer directly; otherwise they are gathered into a flat copy and written back after
-    the step. :meth:`gather` checks by identity, in C loops, that nothing was swapped
-    since.
+    the scalar entries are shared by the group. Parameters stay the user's arrays.
+    :meth:`gather` checks by identity, in C loops, that nothing was swapped since.
 
-    ``compiled`` picks the optimizer's numba kernel (``Optimizer._launch``); otherwise
-    the step runs the generic kernel over cache-sized chunks of the flat arrays
-    (``Optimizer._chunked_step``), which lands on the generic kernel's bits because
-    every operation of an elementwise optimizer treats each element alike.
+    ``compiled`` picks the optimizer's numba kernel (``Optimizer._launch``), which
+    reaches parameters and gradients where they are through a chunk table
+    (``portopt/backends/_numba/_common.py``): the parameters' addresses are fixed here,
+    the gradients' are read from the arrays each step (or, where that cannot be done,
+    the gradients are gathered into one array first). Parameters and gradients that are
+    consecutive views of one buffer each (``portopt.flat_parameters(grads=True)``) are
+    stepped as two flat arrays.
+
+    Otherwise the step runs the generic kernel over cache-sized chunks of flat arrays
+    (``Optimizer._chunked_step``): gradients and parameters are gathered into one array
+    each (unless they are one buffer already) and parameters are copied back after the
+    step. That lands on the generic kernel's bits because every operation of an
+    elementwise optimizer treats each element alike.
     """
 
     def __init__(self, group: dict[str, Any], state: Any, keys: tuple[str, ...],
@@ -132,10 +139,13 @@ class Plan:
         self.compiled = compiled
         self.params = list(group["params"])
         self.datas = [p.data for p in self.params]
+        self.shapes = [d.shape for d in self.datas]
+        # portopt.Parameter's gradient slot read directly (its property is a Python call)
+        exact = all(type(p) is Parameter for p in self.params)
+        self.grad_of = operator.attrgetter("_grad") if exact else _grad
         self.states = [state[p] for p in self.params]
         dtype = self.datas[0].dtype
         sizes = np.array([d.size for d in self.datas], np.int64)
-        self.sizes = sizes
         self.offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
         self.total = total = int(sizes.sum())
         self.state_buffers = {}
@@ -149,27 +159,60 @@ class Plan:
         self.scalars = {k: self.states[0][k] for k in scalars}
         self.counts_steps = "step" in self.states[0]
         self.step: Any = None
-        self.grads = np.empty(total, dtype)
-        self.grad_view = self.grads  # the gradients the kernel reads, flat
+        self.grads = np.empty(total, dtype)  # where gradients are gathered
+        self.grad_view = self.grads  # the gradients as one flat array (chunked mode)
+        self.held: list[Any] = []  # the gradients a compiled step reads, kept alive
         # gradients that are consecutive views of one buffer (flat_parameters(grads=True)),
         # read where they are while the group holds them; looked for a few times only
         self.grad_list: list[Any] = []
         self.flat_grads: np.ndarray | None = None
         self.grad_looks = 2
         self.flat_params = _consecutive(self.datas, total)
-        if self.flat_params is None:
+        if compiled:
+            self._build_tables(sizes)
+        elif self.flat_params is None:
+            # gathered into param_buffer, written back by one copy per parameter
             self.param_buffer = np.empty(total, dtype)
-            if compiled:
-                self.addresses = np.array([d.ctypes.data for d in self.datas], np.int64)
-            else:  # written back by one copy per parameter, through views made once
-                self.param_targets = [d.reshape(-1) for d in self.datas]
-                self.param_sources = [self.param_buffer[start:start + n]
-                                      for start, n in zip(self.offsets, sizes)]
+            self.param_targets = [d.reshape(-1) for d in self.datas]
+            self.param_sources = [self.param_buffer[start:start + n]
+                                  for start, n in zip(self.offsets, sizes)]
+
+    def _build_tables(self, sizes: np.ndarray) -> None:
+        """The chunk tables of a compiled plan: one over the parameters, and one over
+        the whole flat range for flat parameters with flat gradients."""
+        numba_kernels = kernels()
+        chunk, itemsize = numba_kernels.CHUNK, self.grads.itemsize
+        counts = -(-sizes // chunk)  # chunks per parameter; none for an empty one
+        tensor_of = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        start_of = (np.arange(tensor_of.size, dtype=np.int64) - first[tensor_of]) * chunk
+        lengths = np.minimum(sizes[tensor_of] - start_of, chunk)
+        bases = np.array([d.ctypes.data for d in self.datas], np.int64)
+        offsets = self.offsets[tensor_of] + start_of
+        self.table = np.stack([bases[tensor_of] + start_of * itemsize,
+                               np.zeros_like(offsets), offsets, lengths], axis=1)
+        self.gathered = self.grads.ctypes.data + offsets * itemsize  # grads in self.grads
+        self.tensor_of, self.start_of = tensor_of, start_of
+        self.flat_table = None
+        layout = numba_kernels.array_layout()
+        self.layout = layout
+        if layout is not None:
+            self.check = (layout, id(np.ndarray), id(self.grads.dtype), itemsize,
+                          np.array([d.ndim for d in self.datas], np.int64),
+                          np.array([n for d in self.datas for n in d.shape], np.int64),
+                          np.concatenate(([0], np.cumsum([d.ndim for d in self.datas])[:-1]))
+                          .astype(np.int64))
+        if self.flat_params is not None:
+            starts = np.arange(0, self.total, chunk, dtype=np.int64)
+            self.flat_table = np.stack(
+                [self.flat_params.ctypes.data + starts * itemsize, np.zeros_like(starts),
+                 starts, np.minimum(self.total - starts, chunk)], axis=1)
 
     def gather(self, group: dict[str, Any], state: Any, numbers: tuple[str, ...]) -> bool:
         """Whether the group still holds the planned arrays (and may still take the fast
         path, with one ``step`` and one value of each scalar shared by its parameters);
-        if so, its gradients are now in one flat array."""
+        if so, the step's gradients are ready for the kernel: in the chunk table, or in
+        one flat array."""
         params = group["params"]
         if (group is not self.group or len(params) != len(self.params)
                 or not _group_allows(group, numbers)
@@ -182,39 +225,79 @@ class Plan:
                 return False
         for key in self.scalar_keys:
             values = list(map(operator.itemgetter(key), self.states))
-            if not all(map(_same_value, values, itertools.repeat(values[0]))):
+            if values.count(values[0]) != len(values):
                 return False
             self.scalars[key] = values[0]
         if self.counts_steps:
             steps = list(map(operator.itemgetter("step"), self.states))
-            if not all(map(_same_value, steps, itertools.repeat(steps[0]))):
+            if steps.count(steps[0]) != len(steps):
                 return False
             self.step = steps[0]
-        if len(params) == 1:  # one gradient: used as it is when it is a plain array
-            grad = params[0].grad
-            if _plain_array(grad, self.grads.dtype) and grad.shape == self.datas[0].shape:
-                self.grad_view = grad.reshape(-1)
-                return True
-        grads = list(map(_grad, params))
-        if self.flat_grads is not None and all(map(operator.is_, grads, self.grad_list)):
-            self.grad_view = self.flat_grads
+        grads = list(map(self.grad_of, params))
+        flat = self._flat_grads(grads)
+        if self.compiled:
+            return self._fill_table(grads, flat)
+        if flat is not None:
+            self.grad_view = flat
             return True
-        if (self.grad_looks and self.flat_params is not None
-                and isinstance(getattr(grads[0], "base", None), np.ndarray)):
-            self.grad_looks -= 1
-            flat = _consecutive_grads(grads, self.datas, self.flat_params)
-            if flat is not None:
-                self.grad_list, self.flat_grads, self.grad_view = grads, flat, flat
-                return True
-        try:  # rejects a missing (None) or sparse gradient, or one of another dtype
-            np.concatenate(grads, axis=None, out=self.grads, casting="no")
-        except (TypeError, ValueError):
+        if len(grads) == 1 and _plain_array(grads[0], self.grads.dtype) and (
+                grads[0].shape == self.datas[0].shape):
+            self.grad_view = grads[0].reshape(-1)
+            return True
+        if not self._concatenate(grads):
             return False
         self.grad_view = self.grads
         return True
 
+    def _flat_grads(self, grads: list[Any]) -> np.ndarray | None:
+        """The gradients as one flat view when they are consecutive views of one buffer
+        beside flat parameters, else ``None``."""
+        if self.flat_params is None:
+            return None
+        if self.flat_grads is not None and all(map(operator.is_, grads, self.grad_list)):
+            return self.flat_grads
+        if self.grad_looks and isinstance(getattr(grads[0], "base", None), np.ndarray):
+            self.grad_looks -= 1
+            flat = _consecutive_grads(grads, self.datas, self.flat_params)
+            if flat is not None:
+                self.grad_list, self.flat_grads = grads, flat
+                return flat
+        return None
+
+    def _concatenate(self, grads: list[Any]) -> bool:
+        """Gather the gradients into one array, when each is an array of its parameter's
+        shape and dtype."""
+        try:  # rejects a missing (None) or sparse gradient, or one of another dtype
+            if list(map(_shape, grads)) != self.shapes:
+                return False
+            np.concatenate(grads, axis=None, out=self.grads, casting="no")
+        except (AttributeError, TypeError, ValueError):
+            return False
+        return True
+
+    def _fill_table(self, grads: list[Any], flat: np.ndarray | None) -> bool:
+        if flat is not None and self.flat_table is not None:
+            self.flat_table[:, 1] = flat.ctypes.data + self.flat_table[:, 2] * flat.itemsize
+            self.run_table = self.flat_table
+            self.held = grads
+            return True
+        self.run_table = self.table
+        if self.layout is not None and kernels().gradient_rows(
+                np.fromiter(map(id, grads), np.int64, len(grads)), *self.check,
+                self.tensor_of, self.start_of, self.table):
+            self.held = grads  # the table holds their addresses: keep them alive
+            return True
+        if not self._concatenate(grads):
+            return False
+        self.table[:, 1] = self.gathered
+        return True
+
+    def launch(self, kernel: Any, *args: Any) -> None:
+        """Run a compiled kernel over the chunk table, then :meth:`finish` the step."""
+        kernel(self.run_table, *args)
+
     def param_view(self) -> np.ndarray:
-        """The parameters as one flat array for the kernel."""
+        """The parameters as one flat array (chunked mode)."""
         if self.flat_params is not None:
             return self.flat_params
         np.concatenate(self.datas, axis=None, out=self.param_buffer)
@@ -223,11 +306,9 @@ class Plan:
     def finish(self, step: Any = None, **scalars: Any) -> None:
         """Write gathered parameters back, and give every state the new ``step``
         (``step + 1`` unless given) and the new values of the scalar entries."""
-        if self.flat_params is None:
-            if self.compiled:
-                kernels().scatter(self.param_buffer, self.addresses, self.sizes, self.offsets)
-            else:
-                collections.deque(map(np.copyto, self.param_targets, self.param_sources), 0)
+        self.held = []
+        if not self.compiled and self.flat_params is None:
+            collections.deque(map(np.copyto, self.param_targets, self.param_sources), 0)
         updates = dict(scalars)
         if self.counts_steps:
             updates["step"] = self.step + 1 if step is None else step

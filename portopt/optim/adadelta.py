@@ -154,8 +154,8 @@ class Adadelta(Optimizer):
         dtype = plan.grads.dtype
         buffers = plan.state_buffers
         rho = group["rho"]
-        _fast.kernels().adadelta_step(
-            plan.param_view(), plan.grad_view, buffers["square_avg"], buffers["acc_delta"],
+        plan.launch(
+            _fast.kernels().adadelta_step, buffers["square_avg"], buffers["acc_delta"],
             _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
             _fast.cast(group["weight_decay"], dtype), _fast.cast(rho, dtype),
             _fast.cast(1 - rho, dtype), _fast.cast(group["eps"], dtype),

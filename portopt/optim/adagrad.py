@@ -221,8 +221,8 @@ class Adagrad(Optimizer):
         dtype = plan.grads.dtype
         lr, lr_decay = group["lr"], group["lr_decay"]
         step = float(plan.step + 1)  # counted in float32, as the generic kernel counts it
-        _fast.kernels().adagrad_step(
-            plan.param_view(), plan.grad_view, plan.state_buffers["sum"],
+        plan.launch(
+            _fast.kernels().adagrad_step, plan.state_buffers["sum"],
             _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
             _fast.cast(group["weight_decay"], dtype), _fast.cast(group["eps"], dtype),
             _fast.cast(-(lr / (1 + (step - 1) * lr_decay)), dtype))

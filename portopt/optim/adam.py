@@ -242,8 +242,8 @@ class Adam(Optimizer):
         w1 = _fast.cast(1 - beta1, dtype)
         step = float(plan.step + 1)  # counted in float32, as the generic kernel counts
         buffers = plan.state_buffers
-        _fast.kernels().adam_step(
-            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],
+        plan.launch(
+            _fast.kernels().adam_step, buffers["exp_avg"], buffers["exp_avg_sq"],
             buffers.get("max_exp_avg_sq", buffers["exp_avg"]),
             _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
             _fast.cast(0.0 if decoupled else wd, dtype),

@@ -203,8 +203,8 @@ class Adamax(Optimizer):
         w1 = cast(1 - beta1, dtype)
         step = float(plan.step + 1)  # counted in float32, as the generic kernel counts
         buffers = plan.state_buffers
-        _fast.kernels().adamax_step(
-            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_inf"],
+        plan.launch(
+            _fast.kernels().adamax_step, buffers["exp_avg"], buffers["exp_inf"],
             group["maximize"], cast(group["weight_decay"], dtype),
             w1, cast(float(w1) - 1, dtype), cast(1 - float(w1), dtype), cast(beta2, dtype),
             cast(group["eps"], dtype), cast(-(lr / (1 - beta1 ** step)), dtype))

@@ -273,8 +273,8 @@ class ASGD(Optimizer):
         lr, lambd = to_scalar(group["lr"]), group["lambd"]
         eta, mu = plan.scalars["eta"], plan.scalars["mu"]
         eta_value = float(eta)
-        _fast.kernels().asgd_step(
-            plan.param_view(), plan.grad_view, plan.state_buffers["ax"],
+        plan.launch(
+            _fast.kernels().asgd_step, plan.state_buffers["ax"],
             cast(-1.0 if group["maximize"] else 1.0, dtype), cast(group["weight_decay"], dtype),
             cast(1 - lambd * eta_value, dtype), cast(-eta_value, dtype), cast(float(mu), dtype),
             float(mu) != 1)

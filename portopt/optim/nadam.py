@@ -266,8 +266,8 @@ class NAdam(Optimizer):
         mu_product_next = float(mu_product) * mu_next
         w1 = cast(1 - beta1, dtype)
         buffers = plan.state_buffers
-        _fast.kernels().nadam_step(
-            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],
+        plan.launch(
+            _fast.kernels().nadam_step, buffers["exp_avg"], buffers["exp_avg_sq"],
             cast(-1.0 if group["maximize"] else 1.0, dtype),
             cast(0.0 if decoupled else wd, dtype),
             cast(1 - lr * wd if decoupled and wd != 0 else 1.0, dtype),

@@ -239,8 +239,8 @@ class RAdam(Optimizer):
         rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                 / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 1.0
         buffers = plan.state_buffers
-        _fast.kernels().radam_step(
-            plan.param_view(), plan.grad_view, buffers["exp_avg"], buffers["exp_avg_sq"],
+        plan.launch(
+            _fast.kernels().radam_step, buffers["exp_avg"], buffers["exp_avg_sq"],
             group["maximize"], cast(0.0 if decoupled else wd, dtype),
             cast(1 - lr * wd if decoupled and wd != 0 else 1.0, dtype),
             w1, cast(float(w1) - 1, dtype), cast(1 - float(w1), dtype), cast(beta2, dtype),

@@ -212,8 +212,8 @@ class RMSprop(Optimizer):
         buffers = plan.state_buffers
         square_avg = buffers["square_avg"]
         w = cast(1 - group["alpha"], dtype)
-        _fast.kernels().rmsprop_step(
-            plan.param_view(), plan.grad_view, square_avg,
+        plan.launch(
+            _fast.kernels().rmsprop_step, square_avg,
             buffers.get("momentum_buffer", square_avg), buffers.get("grad_avg", square_avg),
             cast(-1.0 if group["maximize"] else 1.0, dtype), cast(group["weight_decay"], dtype),
             cast(group["alpha"], dtype), w, cast(float(w) - 1, dtype),

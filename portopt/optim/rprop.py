@@ -216,8 +216,8 @@ class Rprop(Optimizer):
         cast = _fast.cast
         (etaminus, etaplus), (low, high) = group["etas"], group["step_sizes"]
         buffers = plan.state_buffers
-        _fast.kernels().rprop_step(
-            plan.param_view(), plan.grad_view, buffers["prev"], buffers["step_size"],
+        plan.launch(
+            _fast.kernels().rprop_step, buffers["prev"], buffers["step_size"],
             group["maximize"], cast(etaminus, dtype), cast(etaplus, dtype),
             cast(-math.inf if low is None else low, dtype),
             cast(math.inf if high is None else high, dtype))

@@ -170,8 +170,8 @@ class SGD(Optimizer):
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
         dtype = plan.grads.dtype
-        _fast.kernels().sgd_step(
-            plan.param_view(), plan.grad_view, plan.state_buffers["momentum_buffer"],
+        plan.launch(
+            _fast.kernels().sgd_step, plan.state_buffers["momentum_buffer"],
             _fast.cast(-1.0 if group["maximize"] else 1.0, dtype),
             _fast.cast(group["weight_decay"], dtype), _fast.cast(group["momentum"], dtype),
             _fast.cast(1 - group["dampening"], dtype), group["nesterov"],

@@ -3,7 +3,7 @@
 One kernel per algorithm, in a module of its own named after it (``adam_step`` in
 ``adam.py``), imported when first asked for; the variants (maximize, weight-decay mode,
 AMSGrad, Nesterov, ...) are arguments, never separate kernels. Each reads every element
-once and writes the parameter and its state in place, in parallel over the elements. The
+once and writes the parameter and its state in place, chunks in parallel. The
 arithmetic is the generic kernel's, operation for operation, so a fused step lands on
 the same bits:
 
@@ -14,12 +14,9 @@ the same bits:
   arrive already rounded to the array's dtype (``portopt.optim._fast.cast``), as NumPy
   rounds a Python float before it meets a float32 array.
 
-The kernels work on flat arrays: a param group's gradients are gathered into one (one C
-loop over the arrays), its state lives in flat buffers whose views are the per-parameter
-state, and its parameters are either views of one buffer already (created with
-``portopt.flat_parameters``) or gathered into one (``np.concatenate``) and scattered
-back after the step by :func:`scatter`, through a table of the arrays' addresses built
-once per group. No Python code runs per parameter.
+A param group's state lives in flat buffers whose views are the per-parameter state; its
+parameters and gradients are reached where they are, through a chunk table of addresses
+(``_common.py``). No Python code runs per parameter.
 
 numba's own cache keeps the compiled kernels on disk between processes.
 """
@@ -29,9 +26,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._common import scatter
+from ._common import CHUNK, array_layout, gradient_rows
 
-__all__ = ["scatter"]
+__all__ = ["CHUNK", "array_layout", "gradient_rows"]
 
 
 def __getattr__(name: str) -> Any:

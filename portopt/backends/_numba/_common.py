@@ -1,9 +1,26 @@
 """What the fused kernels share: numba's settings, torch's fused multiply-add and
-``lerp`` as the generic kernel rounds them, a vectorizable ``sqrt``, and the address
-table that writes gathered parameters back."""
+``lerp`` as the generic kernel rounds them, a vectorizable ``sqrt``, and the chunk table
+through which a kernel reaches the parameters and gradients where they are.
+
+A chunk table is an int64 array with one row per chunk of at most :data:`CHUNK`
+elements of one parameter: the address of the chunk's first parameter element, that of
+its first gradient element, its offset in the group's flat state buffers, and its
+length. A kernel steps the chunks in parallel (``numba.prange``), each one in a loop
+that the compiler vectorizes, so parameters stay the user's arrays and are never
+gathered or scattered.
+
+Gradients assigned as new arrays each step are found where they are through
+:func:`gradient_rows`, which reads each array's data pointer, type, dtype, shape and
+strides from NumPy's array struct (``PyArrayObject_fields``, the layout NumPy's C API
+exposes to extensions). :func:`array_layout` finds the fields' offsets once per process
+by probing arrays of known content, and gives ``None`` when they cannot be found, in
+which case gradients are gathered into one array instead.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 
 import numba
@@ -39,12 +56,6 @@ def sqrt(typingctx, x):  # noqa: ANN001, ANN202
     return x(x), codegen
 
 
-@numba.njit(inline="always")
-def tensor(addresses, sizes, k, like):  # noqa: ANN001, ANN202
-    """Tensor ``k`` of an address table, as a flat array."""
-    return numba.carray(pointer(addresses[k], like), (sizes[k],))
-
-
 @numba.njit(inline="always", error_model="numpy")
 def fma(a, b, c, single):  # noqa: ANN001, ANN202 - numba infers the types
     """``a * b + c`` rounded once for float32 (exact through float64), twice for float64."""
@@ -77,11 +88,101 @@ def maximum(a, b):  # noqa: ANN001, ANN202
     return a if a > b else b
 
 
-@numba.njit(**JIT)
-def scatter(flat, addresses, sizes, offsets):  # noqa: ANN001, ANN201
-    """Copy the flat array ``flat`` back into the tensors of an address table."""
-    for k in numba.prange(addresses.size):
-        dst = tensor(addresses, sizes, k, flat)
-        start = offsets[k]
-        for i in range(sizes[k]):
-            dst[i] = flat[start + i]
+#: elements per chunk-table row: rows small enough to share out between threads, large
+#: enough that a row's bookkeeping is nothing beside its loop
+CHUNK = 1 << 15
+
+PARAM, GRAD, OFFSET, LENGTH = range(4)  # the columns of a chunk table
+
+
+@numba.njit(inline="always")
+def chunk(table, c, like):  # noqa: ANN001, ANN202
+    """Row ``c`` of a chunk table: the parameter's and the gradient's elements as flat
+    arrays of ``like``'s dtype, and where they start in the flat state buffers."""
+    n = table[c, LENGTH]
+    return (numba.carray(pointer(table[c, PARAM], like), (n,)),
+            numba.carray(pointer(table[c, GRAD], like), (n,)), table[c, OFFSET], n)
+
+
+@intrinsic
+def _peek(typingctx, address, kind):  # noqa: ANN001, ANN202
+    """The integer of ``kind``'s type stored at ``address``."""
+    target = kind.instance_type if isinstance(kind, types.NumberClass) else kind
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        ptr = builder.inttoptr(args[0], context.get_value_type(target).as_pointer())
+        return builder.sext(builder.load(ptr), context.get_value_type(types.int64)) \
+            if target.bitwidth < 64 else builder.load(ptr)
+
+    return types.int64(address, kind), codegen
+
+
+@functools.cache
+def array_layout() -> np.ndarray | None:
+    """Byte offsets of an ndarray object's type, data pointer, ndim, dimensions, strides
+    and descr fields, found by probing arrays whose values are known; ``None`` when the
+    probe does not find all of them consistently."""
+    word = ctypes.sizeof(ctypes.c_void_p)
+    if word != 8:
+        return None
+    probes = [np.zeros((2, 3), np.float32), np.zeros((5,), np.float64), np.zeros((), np.int8)]
+    found = []
+    for a in probes:
+        words = list((ctypes.c_int64 * 8).from_address(id(a)))
+        try:
+            type_at = words.index(id(np.ndarray)) * word
+            data_at = words.index(a.ctypes.data) * word
+            descr_at = words.index(id(a.dtype)) * word
+        except ValueError:
+            return None
+        ndim_at = data_at + word  # NumPy's struct: data, nd, dimensions, strides
+        dims_at, strides_at = ndim_at + word, ndim_at + 2 * word
+        if ctypes.c_int.from_address(id(a) + ndim_at).value != a.ndim:
+            return None
+        for at, values in ((dims_at, a.shape), (strides_at, a.strides)):
+            pointer_value = ctypes.c_int64.from_address(id(a) + at).value
+            if values and list((ctypes.c_int64 * a.ndim).from_address(pointer_value)) != list(
+                    values):
+                return None
+        found.append((type_at, data_at, ndim_at, dims_at, strides_at, descr_at))
+    if len(set(found)) != 1:
+        return None
+    return np.array(found[0], np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def gradient_rows(objects, layout, ndarray_type, descr, itemsize, ndims, shapes, shape_starts,
+                  tensor_of, start_of, table):  # noqa: ANN001, ANN201
+    """Fill the gradient column of a chunk table from the gradients' object addresses
+    (``id(g)``), after checking that every one is a plain ``np.ndarray`` (not a subclass)
+    of the expected dtype object (``descr``), C-contiguous, with its parameter's shape
+    (``ndims[k]`` dimensions listed from ``shapes[shape_starts[k]]``). ``False``, with
+    the table untouched, when one is not."""
+    type_at, data_at, ndim_at, dims_at, strides_at, descr_at = layout
+    bases = np.empty(objects.size, np.int64)
+    for k in range(objects.size):
+        obj = objects[k]
+        if _peek(obj + type_at, types.int64) != ndarray_type:
+            return False
+        if _peek(obj + descr_at, types.int64) != descr:
+            return False
+        nd = _peek(obj + ndim_at, types.int32)
+        if nd != ndims[k]:
+            return False
+        dims = _peek(obj + dims_at, types.int64)
+        strides = _peek(obj + strides_at, types.int64)
+        stride = itemsize
+        empty = False
+        for j in range(nd - 1, -1, -1):
+            d = _peek(dims + 8 * j, types.int64)
+            if d != shapes[shape_starts[k] + j]:
+                return False
+            empty = empty or d == 0
+            if d > 1 and _peek(strides + 8 * j, types.int64) != stride:
+                if not empty:
+                    return False
+            stride *= d
+        bases[k] = _peek(obj + data_at, types.int64)
+    for c in range(tensor_of.size):
+        table[c, GRAD] = bases[tensor_of[c]] + start_of[c] * itemsize
+    return True

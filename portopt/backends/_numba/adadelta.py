@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, sqrt
+from ._common import JIT, chunk, fma, sqrt
 
 
 @numba.njit(inline="always")
@@ -22,9 +22,9 @@ def _adadelta_element(param, grad, square_avg, acc_delta, i, l2, sign, weight_de
     param[i] = fma(neg_lr, delta, p, single)
 
 
-@numba.njit(**JIT)
-def adadelta_step(param, grad, square_avg, acc_delta, sign, weight_decay, rho, one_minus_rho,
-                  eps, neg_lr):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _adadelta_loops(param, grad, square_avg, acc_delta, sign, weight_decay, rho, one_minus_rho,
+                    eps, neg_lr):  # noqa: ANN001, ANN201
     """One Adadelta step (see ``portopt.optim.adadelta.adadelta``) over flat arrays, in
     place.
 
@@ -36,10 +36,21 @@ def adadelta_step(param, grad, square_avg, acc_delta, sign, weight_decay, rho, o
     """
     single = param.itemsize == 4
     if weight_decay != 0:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adadelta_element(param, grad, square_avg, acc_delta, i, True, sign, weight_decay,
                               rho, one_minus_rho, eps, neg_lr, single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adadelta_element(param, grad, square_avg, acc_delta, i, False, sign, weight_decay,
                               rho, one_minus_rho, eps, neg_lr, single)
+
+
+@numba.njit(**JIT)
+def adadelta_step(table, square_avg, acc_delta, sign, weight_decay, rho, one_minus_rho, eps,
+                  neg_lr):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_adadelta_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, square_avg)
+        _adadelta_loops(param, grad, square_avg[start:start + n], acc_delta[start:start + n],
+                        sign, weight_decay, rho, one_minus_rho, eps, neg_lr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, sqrt
+from ._common import JIT, chunk, fma, sqrt
 
 
 @numba.njit(inline="always")
@@ -19,8 +19,8 @@ def _adagrad_element(param, grad, state_sum, i, l2, sign, weight_decay, eps, neg
     param[i] = p + (neg_clr * g) / (sqrt(s) + eps)
 
 
-@numba.njit(**JIT)
-def adagrad_step(param, grad, state_sum, sign, weight_decay, eps, neg_clr):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _adagrad_loops(param, grad, state_sum, sign, weight_decay, eps, neg_clr):  # noqa: ANN001, ANN201
     """One Adagrad step (see ``portopt.optim.adagrad.adagrad``) with a dense gradient over
     flat arrays, in place.
 
@@ -32,10 +32,20 @@ def adagrad_step(param, grad, state_sum, sign, weight_decay, eps, neg_clr):  # n
     """
     single = param.itemsize == 4
     if weight_decay != 0:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adagrad_element(param, grad, state_sum, i, True, sign, weight_decay, eps, neg_clr,
                              single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adagrad_element(param, grad, state_sum, i, False, sign, weight_decay, eps,
                              neg_clr, single)
+
+
+@numba.njit(**JIT)
+def adagrad_step(table, state_sum, sign, weight_decay, eps, neg_clr):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_adagrad_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, state_sum)
+        _adagrad_loops(param, grad, state_sum[start:start + n], sign, weight_decay, eps,
+                       neg_clr)

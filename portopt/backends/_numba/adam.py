@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, lerp, maximum, sqrt
+from ._common import JIT, chunk, fma, lerp, maximum, sqrt
 
 
 @numba.njit(inline="always")
@@ -27,10 +27,10 @@ def _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, amsgrad, 
     param[i] = p + (neg_step_size * m) / denom
 
 
-@numba.njit(**JIT)
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_decay,
-              decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2, amsgrad,
-              bias_correction2_sqrt, eps, neg_step_size):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_decay,
+                decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2, amsgrad,
+                bias_correction2_sqrt, eps, neg_step_size):  # noqa: ANN001, ANN201
     """One Adam/AdamW step (see ``portopt.optim.adam.adam``) over flat arrays, in place.
 
     ``sign`` is -1 to maximize (an exact negation), else 1; ``weight_decay`` the L2
@@ -44,26 +44,40 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_dec
     single = param.itemsize == 4
     if amsgrad:
         if weight_decay != 0:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, True,
                               sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
                               beta2, one_minus_beta2, bias_correction2_sqrt, eps,
                               neg_step_size, single)
         else:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, True, False,
                               sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
                               beta2, one_minus_beta2, bias_correction2_sqrt, eps,
                               neg_step_size, single)
     elif weight_decay != 0:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, True,
                           sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
                           beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
                           single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, i, False, False,
                           sign, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1,
                           beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
                           single)
+
+
+@numba.njit(**JIT)
+def adam_step(table, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, weight_decay, decay_factor, w1,
+              w1_minus_1, one_minus_w1, beta2, one_minus_beta2, amsgrad, bias_correction2_sqrt,
+              eps, neg_step_size):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_adam_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, exp_avg)
+        _adam_loops(param, grad, exp_avg[start:start + n], exp_avg_sq[start:start + n],
+                    max_exp_avg_sq[start:start + n], sign, weight_decay, decay_factor, w1,
+                    w1_minus_1, one_minus_w1, beta2, one_minus_beta2, amsgrad,
+                    bias_correction2_sqrt, eps, neg_step_size)

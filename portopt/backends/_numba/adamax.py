@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, lerp, maximum
+from ._common import JIT, chunk, fma, lerp, maximum
 
 
 @numba.njit(inline="always")
@@ -21,9 +21,9 @@ def _adamax_element(param, grad, exp_avg, exp_inf, i, l2, maximize, weight_decay
     param[i] = p + (neg_clr * m) / u
 
 
-@numba.njit(**JIT)
-def adamax_step(param, grad, exp_avg, exp_inf, maximize, weight_decay, w1, w1_minus_1,
-                one_minus_w1, beta2, eps, neg_clr):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _adamax_loops(param, grad, exp_avg, exp_inf, maximize, weight_decay, w1, w1_minus_1,
+                  one_minus_w1, beta2, eps, neg_clr):  # noqa: ANN001, ANN201
     """One Adamax step (see ``portopt.optim.adamax.adamax``) over flat arrays, in place.
 
     ``maximize`` negates the gradient (a select on a loop-invariant flag, which keeps
@@ -36,10 +36,21 @@ def adamax_step(param, grad, exp_avg, exp_inf, maximize, weight_decay, w1, w1_mi
     """
     single = param.itemsize == 4
     if weight_decay != 0:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adamax_element(param, grad, exp_avg, exp_inf, i, True, maximize, weight_decay, w1,
                             w1_minus_1, one_minus_w1, beta2, eps, neg_clr, single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _adamax_element(param, grad, exp_avg, exp_inf, i, False, maximize, weight_decay,
                             w1, w1_minus_1, one_minus_w1, beta2, eps, neg_clr, single)
+
+
+@numba.njit(**JIT)
+def adamax_step(table, exp_avg, exp_inf, maximize, weight_decay, w1, w1_minus_1, one_minus_w1,
+                beta2, eps, neg_clr):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_adamax_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, exp_avg)
+        _adamax_loops(param, grad, exp_avg[start:start + n], exp_inf[start:start + n], maximize,
+                      weight_decay, w1, w1_minus_1, one_minus_w1, beta2, eps, neg_clr)

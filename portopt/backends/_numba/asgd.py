@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma
+from ._common import JIT, chunk, fma
 
 
 @numba.njit(inline="always")
@@ -23,9 +23,9 @@ def _asgd_element(param, grad, ax, i, l2, average, sign, weight_decay, decay_fac
         ax[i] = p
 
 
-@numba.njit(**JIT)
-def asgd_step(param, grad, ax, sign, weight_decay, decay_factor, neg_eta, mu,
-              average):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _asgd_loops(param, grad, ax, sign, weight_decay, decay_factor, neg_eta, mu,
+                average):  # noqa: ANN001, ANN201
     """One ASGD step (see ``portopt.optim.asgd.asgd``) over flat arrays, in place.
 
     ``sign`` is -1 to maximize (an exact negation), else 1; ``weight_decay`` the L2
@@ -38,18 +38,29 @@ def asgd_step(param, grad, ax, sign, weight_decay, decay_factor, neg_eta, mu,
     single = param.itemsize == 4
     if weight_decay != 0:
         if average:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _asgd_element(param, grad, ax, i, True, True, sign, weight_decay,
                               decay_factor, neg_eta, mu, single)
         else:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _asgd_element(param, grad, ax, i, True, False, sign, weight_decay,
                               decay_factor, neg_eta, mu, single)
     elif average:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _asgd_element(param, grad, ax, i, False, True, sign, weight_decay, decay_factor,
                           neg_eta, mu, single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _asgd_element(param, grad, ax, i, False, False, sign, weight_decay, decay_factor,
                           neg_eta, mu, single)
+
+
+@numba.njit(**JIT)
+def asgd_step(table, ax, sign, weight_decay, decay_factor, neg_eta, mu,
+              average):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_asgd_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, ax)
+        _asgd_loops(param, grad, ax[start:start + n], sign, weight_decay, decay_factor, neg_eta,
+                    mu, average)

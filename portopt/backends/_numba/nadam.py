@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, lerp, sqrt
+from ._common import JIT, chunk, fma, lerp, sqrt
 
 
 @numba.njit(inline="always")
@@ -25,10 +25,10 @@ def _nadam_element(param, grad, exp_avg, exp_avg_sq, i, l2, sign, weight_decay, 
     param[i] = p + (value_avg * m) / denom
 
 
-@numba.njit(**JIT)
-def nadam_step(param, grad, exp_avg, exp_avg_sq, sign, weight_decay, decay_factor, w1,
-               w1_minus_1, one_minus_w1, beta2, one_minus_beta2, bias_correction2, eps,
-               value_grad, value_avg):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _nadam_loops(param, grad, exp_avg, exp_avg_sq, sign, weight_decay, decay_factor, w1,
+                 w1_minus_1, one_minus_w1, beta2, one_minus_beta2, bias_correction2, eps,
+                 value_grad, value_avg):  # noqa: ANN001, ANN201
     """One NAdam/NAdamW step (see ``portopt.optim.nadam.nadam``) over flat arrays, in place.
 
     ``sign`` is -1 to maximize (an exact negation), else 1; ``weight_decay`` the L2
@@ -42,12 +42,25 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, sign, weight_decay, decay_facto
     """
     single = param.itemsize == 4
     if weight_decay != 0:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _nadam_element(param, grad, exp_avg, exp_avg_sq, i, True, sign, weight_decay,
                            decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2,
                            bias_correction2, eps, value_grad, value_avg, single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _nadam_element(param, grad, exp_avg, exp_avg_sq, i, False, sign, weight_decay,
                            decay_factor, w1, w1_minus_1, one_minus_w1, beta2, one_minus_beta2,
                            bias_correction2, eps, value_grad, value_avg, single)
+
+
+@numba.njit(**JIT)
+def nadam_step(table, exp_avg, exp_avg_sq, sign, weight_decay, decay_factor, w1, w1_minus_1,
+               one_minus_w1, beta2, one_minus_beta2, bias_correction2, eps, value_grad,
+               value_avg):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_nadam_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, exp_avg)
+        _nadam_loops(param, grad, exp_avg[start:start + n], exp_avg_sq[start:start + n], sign,
+                     weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
+                     one_minus_beta2, bias_correction2, eps, value_grad, value_avg)

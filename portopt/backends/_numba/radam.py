@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, lerp, sqrt
+from ._common import JIT, chunk, fma, lerp, sqrt
 
 
 @numba.njit(inline="always")
@@ -30,10 +30,10 @@ def _radam_element(param, grad, exp_avg, exp_avg_sq, i, l2, rectified, maximize,
         param[i] = p - m_hat * lr
 
 
-@numba.njit(**JIT)
-def radam_step(param, grad, exp_avg, exp_avg_sq, maximize, weight_decay, decay_factor, w1,
-               w1_minus_1, one_minus_w1, beta2, one_minus_beta2, bias_correction1,
-               bias_correction2_sqrt, eps, lr, rectified, rect):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _radam_loops(param, grad, exp_avg, exp_avg_sq, maximize, weight_decay, decay_factor, w1,
+                 w1_minus_1, one_minus_w1, beta2, one_minus_beta2, bias_correction1,
+                 bias_correction2_sqrt, eps, lr, rectified, rect):  # noqa: ANN001, ANN201
     """One RAdam/RAdamW step (see ``portopt.optim.radam.radam``) over flat arrays, in place.
 
     ``maximize`` negates the gradient (a select on a loop-invariant flag, and a true
@@ -51,26 +51,40 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, maximize, weight_decay, decay_f
     single = param.itemsize == 4
     if rectified:
         if weight_decay != 0:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _radam_element(param, grad, exp_avg, exp_avg_sq, i, True, True, maximize,
                                weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
                                one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps,
                                lr, rect, single)
         else:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _radam_element(param, grad, exp_avg, exp_avg_sq, i, False, True, maximize,
                                weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
                                one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps,
                                lr, rect, single)
     elif weight_decay != 0:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _radam_element(param, grad, exp_avg, exp_avg_sq, i, True, False, maximize,
                            weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
                            one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps, lr,
                            rect, single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _radam_element(param, grad, exp_avg, exp_avg_sq, i, False, False, maximize,
                            weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
                            one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps, lr,
                            rect, single)
+
+
+@numba.njit(**JIT)
+def radam_step(table, exp_avg, exp_avg_sq, maximize, weight_decay, decay_factor, w1, w1_minus_1,
+               one_minus_w1, beta2, one_minus_beta2, bias_correction1, bias_correction2_sqrt,
+               eps, lr, rectified, rect):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_radam_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, exp_avg)
+        _radam_loops(param, grad, exp_avg[start:start + n], exp_avg_sq[start:start + n],
+                     maximize, weight_decay, decay_factor, w1, w1_minus_1, one_minus_w1, beta2,
+                     one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps, lr,
+                     rectified, rect)

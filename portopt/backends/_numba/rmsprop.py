@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma, lerp, sqrt
+from ._common import JIT, chunk, fma, lerp, sqrt
 
 
 @numba.njit(inline="always")
@@ -32,10 +32,10 @@ def _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, l2, 
         param[i] = p + (neg_lr * g) / avg
 
 
-@numba.njit(**JIT)
-def rmsprop_step(param, grad, square_avg, momentum_buffer, grad_avg, sign, weight_decay, alpha,
-                 w, w_minus_1, one_minus_w, eps, momentum, neg_lr, centered,
-                 with_momentum):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _rmsprop_loops(param, grad, square_avg, momentum_buffer, grad_avg, sign, weight_decay, alpha,
+                   w, w_minus_1, one_minus_w, eps, momentum, neg_lr, centered,
+                   with_momentum):  # noqa: ANN001, ANN201
     """One RMSprop step (see ``portopt.optim.rmsprop.rmsprop``) over flat arrays, in place.
 
     ``w = 1 - alpha`` weighs the new squared gradient and is the ``lerp`` weight of the
@@ -46,42 +46,56 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer, grad_avg, sign, weigh
     n = param.size
     if weight_decay != 0:
         if centered and with_momentum:
-            for i in numba.prange(n):
+            for i in range(n):
                 _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, True,
                                  True, True, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
         elif centered:
-            for i in numba.prange(n):
+            for i in range(n):
                 _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, True,
                                  True, False, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
         elif with_momentum:
-            for i in numba.prange(n):
+            for i in range(n):
                 _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, True,
                                  False, True, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
         else:
-            for i in numba.prange(n):
+            for i in range(n):
                 _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, True,
                                  False, False, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
     elif centered and with_momentum:
-        for i in numba.prange(n):
+        for i in range(n):
             _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, False,
                              True, True, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
     elif centered:
-        for i in numba.prange(n):
+        for i in range(n):
             _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, False,
                              True, False, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
     elif with_momentum:
-        for i in numba.prange(n):
+        for i in range(n):
             _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, False,
                              False, True, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
     else:
-        for i in numba.prange(n):
+        for i in range(n):
             _rmsprop_element(param, grad, square_avg, momentum_buffer, grad_avg, i, False,
                              False, False, sign, weight_decay, alpha, w,
                              w_minus_1, one_minus_w, eps, momentum, neg_lr, single)
+
+
+@numba.njit(**JIT)
+def rmsprop_step(table, square_avg, momentum_buffer, grad_avg, sign, weight_decay, alpha, w,
+                 w_minus_1, one_minus_w, eps, momentum, neg_lr, centered,
+                 with_momentum):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_rmsprop_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, square_avg)
+        _rmsprop_loops(param, grad, square_avg[start:start + n],
+                       momentum_buffer[start:start + n], grad_avg[start:start + n], sign,
+                       weight_decay, alpha, w, w_minus_1, one_minus_w, eps, momentum, neg_lr,
+                       centered, with_momentum)

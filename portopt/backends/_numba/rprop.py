@@ -6,7 +6,7 @@ import math
 
 import numba
 
-from ._common import JIT, fma, maximum
+from ._common import JIT, chunk, fma, maximum
 
 
 @numba.njit(inline="always")
@@ -42,9 +42,9 @@ def _rprop_element(param, grad, prev, step_size, i, maximize, etaminus, etaplus,
     param[i] = fma(-_sign(g, one, zero), s, param[i], single)
 
 
-@numba.njit(**JIT)
-def rprop_step(param, grad, prev, step_size, maximize, etaminus, etaplus, step_size_min,
-               step_size_max):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _rprop_loops(param, grad, prev, step_size, maximize, etaminus, etaplus, step_size_min,
+                 step_size_max):  # noqa: ANN001, ANN201
     """One Rprop step (see ``portopt.optim.rprop.rprop``) over flat arrays, in place.
 
     ``maximize`` negates the gradient (a select on a loop-invariant flag, and a true
@@ -56,6 +56,17 @@ def rprop_step(param, grad, prev, step_size, maximize, etaminus, etaplus, step_s
     act alike. One loop: the comparisons are selects, which leave it vectorizable.
     """
     single = param.itemsize == 4
-    for i in numba.prange(param.size):
+    for i in range(param.size):
         _rprop_element(param, grad, prev, step_size, i, maximize, etaminus, etaplus,
                        step_size_min, step_size_max, single)
+
+
+@numba.njit(**JIT)
+def rprop_step(table, prev, step_size, maximize, etaminus, etaplus, step_size_min,
+               step_size_max):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_rprop_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, prev)
+        _rprop_loops(param, grad, prev[start:start + n], step_size[start:start + n], maximize,
+                     etaminus, etaplus, step_size_min, step_size_max)

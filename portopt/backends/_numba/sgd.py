@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from ._common import JIT, fma
+from ._common import JIT, chunk, fma
 
 
 @numba.njit(inline="always")
@@ -23,9 +23,9 @@ def _sgd_element(param, grad, momentum_buffer, i, l2, nesterov, sign, weight_dec
     param[i] = fma(neg_lr, g, p, single)
 
 
-@numba.njit(**JIT)
-def sgd_step(param, grad, momentum_buffer, sign, weight_decay, momentum, one_minus_dampening,
-             nesterov, neg_lr):  # noqa: ANN001, ANN201
+@numba.njit(inline="always")
+def _sgd_loops(param, grad, momentum_buffer, sign, weight_decay, momentum, one_minus_dampening,
+               nesterov, neg_lr):  # noqa: ANN001, ANN201
     """One SGD step with a momentum buffer (see ``portopt.optim.sgd.sgd``) over flat
     arrays, in place; the buffer's first step, a copy of the gradient, stays with the
     generic kernel. ``sign`` is -1 to maximize, else 1; the flags pick one of four
@@ -33,18 +33,29 @@ def sgd_step(param, grad, momentum_buffer, sign, weight_decay, momentum, one_min
     single = param.itemsize == 4
     if weight_decay != 0:
         if nesterov:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _sgd_element(param, grad, momentum_buffer, i, True, True, sign, weight_decay,
                              momentum, one_minus_dampening, neg_lr, single)
         else:
-            for i in numba.prange(param.size):
+            for i in range(param.size):
                 _sgd_element(param, grad, momentum_buffer, i, True, False, sign, weight_decay,
                              momentum, one_minus_dampening, neg_lr, single)
     elif nesterov:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _sgd_element(param, grad, momentum_buffer, i, False, True, sign, weight_decay,
                          momentum, one_minus_dampening, neg_lr, single)
     else:
-        for i in numba.prange(param.size):
+        for i in range(param.size):
             _sgd_element(param, grad, momentum_buffer, i, False, False, sign, weight_decay,
                          momentum, one_minus_dampening, neg_lr, single)
+
+
+@numba.njit(**JIT)
+def sgd_step(table, momentum_buffer, sign, weight_decay, momentum, one_minus_dampening,
+             nesterov, neg_lr):  # noqa: ANN001, ANN201
+    """One step over a chunk table (see ``_common``), in place, chunks in parallel; the
+    other arguments are :func:`_sgd_loops`'s, with the state buffers whole."""
+    for c in numba.prange(table.shape[0]):
+        param, grad, start, n = chunk(table, c, momentum_buffer)
+        _sgd_loops(param, grad, momentum_buffer[start:start + n], sign, weight_decay, momentum,
+                   one_minus_dampening, nesterov, neg_lr)
