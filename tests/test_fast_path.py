@@ -96,9 +96,14 @@ def chunked(monkeypatch):
     monkeypatch.setattr(_fast, "kernels", lambda: None)
     monkeypatch.setattr(_fast, "CHUNK", 7)
     seen = []
-    run = optim.Optimizer._chunked_step
-    monkeypatch.setattr(optim.Optimizer, "_chunked_step",
-                        lambda self, *a: (seen.append(type(self).__name__), run(self, *a))[1])
+    run = optim.Optimizer._run_plan
+
+    def counted(self, plan, group):
+        assert not plan.compiled
+        seen.append(type(self).__name__)
+        run(self, plan, group)
+
+    monkeypatch.setattr(optim.Optimizer, "_run_plan", counted)
     return seen
 
 

@@ -18,6 +18,7 @@ import collections
 import functools
 import itertools
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -127,7 +128,7 @@ class Plan:
     stepped as two flat arrays.
 
     Otherwise the step runs the generic kernel over cache-sized chunks of flat arrays
-    (``Optimizer._chunked_step``): gradients and parameters are gathered into one array
+    (:meth:`run_chunked`): gradients and parameters are gathered into one array
     each (unless they are one buffer already) and parameters are copied back after the
     step. That lands on the generic kernel's bits because every operation of an
     elementwise optimizer treats each element alike.
@@ -293,8 +294,26 @@ class Plan:
         return True
 
     def launch(self, kernel: Any, *args: Any) -> None:
-        """Run a compiled kernel over the chunk table, then :meth:`finish` the step."""
+        """Run a compiled kernel over the chunk table (the caller then finishes the step)."""
         kernel(self.run_table, *args)
+
+    def run_chunked(self, state_type: Any, update: Callable[[Any, Any, Any], Any]) -> None:
+        """Run the generic kernel ``update(param, grad, state)`` over cache-sized chunks of
+        the flat arrays, writing each chunk's results back in place before the next one
+        is computed, then finish the step."""
+        params, grads, buffers = self.param_view(), self.grad_view, self.state_buffers
+        fixed = {**self.scalars, "step": self.step}
+        new_state = None
+        for start in range(0, max(self.total, 1), CHUNK):
+            part = slice(start, start + CHUNK)
+            state = state_type._make(buffers[f][part] if f in buffers else fixed.get(f)
+                                     for f in state_type._fields)
+            new_data, new_state = update(params[part], grads[part], state)
+            params[part] = new_data
+            for key, buffer in buffers.items():
+                buffer[part] = getattr(new_state, key)
+        self.finish(getattr(new_state, "step", None),
+                    **{k: getattr(new_state, k) for k in self.scalar_keys})
 
     def param_view(self) -> np.ndarray:
         """The parameters as one flat array (chunked mode)."""

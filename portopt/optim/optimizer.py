@@ -473,42 +473,20 @@ class Optimizer(StateDictMixin):
     #: state entries (besides ``step``) that are numbers rather than arrays
     _scalar_state: tuple[str, ...] = ()
 
-    def _has_kernel(self, group: dict[str, Any]) -> bool:
-        """Whether the optimizer's compiled kernel (:meth:`_launch`) can step this group."""
-        return type(self)._launch is not Optimizer._launch
-
     def _fast_path_allows(self, group: dict[str, Any]) -> bool:
         """A last say of the optimizer on whether a group may take a fast path."""
         return True
 
     def _launch(self, plan: Any, group: dict[str, Any]) -> None:
-        """Run the compiled kernel on a plan whose gradients were just gathered, and
-        finish the plan (``plan.finish``)."""
+        """Run the compiled kernel through ``plan.launch`` and finish the step
+        (``plan.finish``)."""
         raise NotImplementedError
-
-    def _chunked_step(self, plan: Any, group: dict[str, Any]) -> None:
-        """Run the generic kernel over cache-sized chunks of a plan's flat arrays, writing
-        each chunk's results back in place before the next one is computed."""
-        params, grads, buffers = plan.param_view(), plan.grad_view, plan.state_buffers
-        fixed = {**plan.scalars, "step": plan.step}
-        fields = self._state_type._fields
-        new_state = None
-        for start in range(0, max(plan.total, 1), _fast.CHUNK):
-            part = slice(start, start + _fast.CHUNK)
-            state = self._state_type._make(
-                buffers[f][part] if f in buffers else fixed.get(f) for f in fields)
-            new_data, new_state = self._update(params[part], grads[part], state, group)
-            params[part] = new_data
-            for key, buffer in buffers.items():
-                buffer[part] = getattr(new_state, key)
-        plan.finish(getattr(new_state, "step", None),
-                    **{k: getattr(new_state, k) for k in plan.scalar_keys})
 
     def _run_plan(self, plan: Any, group: dict[str, Any]) -> None:
         if plan.compiled:
             self._launch(plan, group)
         else:
-            self._chunked_step(plan, group)
+            plan.run_chunked(self._state_type, lambda *a: self._update(*a, group))
 
     def _fused_step(self, group: dict[str, Any], work: list[_Work]) -> Callable[[], None] | None:
         """A fast in-place step of a whole group, or ``None`` for the generic kernel. It is
@@ -529,7 +507,7 @@ class Optimizer(StateDictMixin):
         live = {id(g) for g in self.param_groups}
         for stale in [k for k in plans if k not in live]:
             del plans[stale]
-        compiled = self._has_kernel(group) and _fast.kernels() is not None
+        compiled = type(self)._launch is not Optimizer._launch and _fast.kernels() is not None
         plan = _fast.Plan(group, self.state, *found, compiled=compiled)
         if not plan.gather(group, self.state, self._fused_numbers):
             return None
