@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
             "torch.optim (CPU, single-tensor path), comparing parameters and state after "
             "every step; and every scheduler case against torch.optim.lr_scheduler, "
             "comparing each group's lr and momentum after every step; and AveragedModel and "
-            "update_bn against torch.optim.swa_utils. Prints one row per "
+            "update_bn against torch.optim.swa_utils; and runs moved mid-way between "
+            "torch.optim and portopt (both ways, optimizer and scheduler state) that must "
+            "carry on where torch carries on. Prints one row per "
             "case x backend x dtype and a summary; exits with 1 if any case fails."
         ),
     )
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--dtype", "-d", action="append", metavar="DTYPE",
                       choices=["float32", "float64", "complex128"],
                       help="only this dtype (repeatable): float32, float64, complex128")
-    scenarios = list(dict.fromkeys(SCENARIOS + SCHEDULER_SCENARIOS + ("swa",)))
+    scenarios = list(dict.fromkeys(SCENARIOS + SCHEDULER_SCENARIOS + ("swa", "migration")))
     conf.add_argument("--scenario", "-s", action="append", metavar="NAME", choices=scenarios,
                       help="only this scenario (repeatable): " + ", ".join(scenarios))
     conf.add_argument("--resync", action="store_true",

@@ -12,23 +12,26 @@ import numpy as np
 
 from ._backends import TestBackend
 from ._cases import OptimCase
+from ._migration import MigrationCase, run_migration_case
 from ._runner import CaseResult, run_case
 from ._schedulers import SchedulerCase, run_scheduler_case
 from ._swa import SwaCase, run_swa_case
 from ._tolerances import OPTIMIZER_TOLERANCES, TOLERANCES
-from .cases import OPTIM_CASES, SCHEDULER_CASES, SWA_CASES
+from .cases import MIGRATION_CASES, OPTIM_CASES, SCHEDULER_CASES, SWA_CASES
 
-Case = OptimCase | SchedulerCase | SwaCase
+Case = OptimCase | SchedulerCase | SwaCase | MigrationCase
 
 
 def select_cases(names: Iterable[str] | None = None,
                  scenarios: Iterable[str] | None = None,
                  cases: list[Case] | None = None) -> list[Case]:
-    """The cases of the table (optimizers, schedulers, then swa_utils) that match the
-    filters: class names compare case-insensitively."""
+    """The cases of the table (optimizers, schedulers, swa_utils, then the migrations)
+    that match the filters: class names compare case-insensitively."""
     wanted = {o.lower() for o in names} if names else None
     scen = set(scenarios) if scenarios else None
-    return [c for c in (OPTIM_CASES + SCHEDULER_CASES + SWA_CASES if cases is None else cases)
+    if cases is None:
+        cases = OPTIM_CASES + SCHEDULER_CASES + SWA_CASES + MIGRATION_CASES
+    return [c for c in cases
             if (wanted is None or c.name.lower() in wanted)
             and (scen is None or c.scenario in scen)]
 
@@ -64,6 +67,8 @@ def _run_all(cases: list[Case], backends: list[TestBackend], dtype_filter: set[s
                     result = run_scheduler_case(case, backend, dtype)
                 elif isinstance(case, SwaCase):
                     result = run_swa_case(case, backend, dtype)
+                elif isinstance(case, MigrationCase):
+                    result = run_migration_case(case, backend, dtype)
                 else:
                     result = run_case(case, backend, dtype, resync=resync)
                 if result.skipped:

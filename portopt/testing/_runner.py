@@ -328,31 +328,41 @@ class Comparison:
         for t in range(steps):
             if t == event_step:
                 cand = self._event(scenario, cand, ref, rng, targets)
-            skipped = {i for (s, i) in SKIPPED_GRADS if s == t}
-            if closure:
-                noise = _rng_arrays(rng, [np.shape(v) for v in targets], self.dtype, 1.0)
-                self._closure_step(cand, ref, targets, noise, skipped, t)
-            else:
-                grads: list[Any] = []
-                for i, p in enumerate(ref.params):
-                    value = self._to_numpy(p)
-                    noise = _rng_arrays(rng, [value.shape], self.dtype)[0]
-                    g = None if i in skipped else _objective(value, targets[i], noise)[1]
-                    if g is not None and self.grads == "sparse" and g.ndim:
-                        g = self._sparse(rng, g)
-                    grads.append(g)
-                for side in (cand, ref):
-                    for i, g in enumerate(grads):
-                        self._set_grad(side, i, g)
-                ref.optimizer.step()
-                cand.optimizer.step()
+            self._step_both(cand, ref, rng, targets, closure, t)
             self._compare(cand, ref, t)
             if self.resync:
                 self._resync(cand, ref)
         return steps
 
+    def _step_both(self, cand: _Side, ref: _Side, rng: np.random.Generator,
+                   targets: list[np.ndarray], closure: bool, t: int) -> float:
+        """Step both sides on the same gradients (or through closures); return the
+        reference's loss before the step."""
+        skipped = {i for (s, i) in SKIPPED_GRADS if s == t}
+        if closure:
+            noise = _rng_arrays(rng, [np.shape(v) for v in targets], self.dtype, 1.0)
+            return self._closure_step(cand, ref, targets, noise, skipped, t)
+        grads: list[Any] = []
+        loss = 0.0
+        for i, p in enumerate(ref.params):
+            value = self._to_numpy(p)
+            noise = _rng_arrays(rng, [value.shape], self.dtype)[0]
+            part, g = _objective(value, targets[i], noise)
+            loss += part
+            if i in skipped:
+                g = None
+            elif self.grads == "sparse" and g.ndim:
+                g = self._sparse(rng, g)
+            grads.append(g)
+        for side in (cand, ref):
+            for i, g in enumerate(grads):
+                self._set_grad(side, i, g)
+        ref.optimizer.step()
+        cand.optimizer.step()
+        return loss
+
     def _closure_step(self, cand: _Side, ref: _Side, targets: list[np.ndarray],
-                      noise: list[np.ndarray], skipped: set[int], t: int) -> None:
+                      noise: list[np.ndarray], skipped: set[int], t: int) -> float:
         def closure_for(side: _Side) -> Callable[[], float]:
             def closure() -> float:
                 total = 0.0
@@ -370,6 +380,7 @@ class Comparison:
         loss_cand = cand.optimizer.step(closure_for(cand))
         if not np.isclose(loss_cand, loss_ref, rtol=self.tol.rtol * 10, atol=self.tol.atol):
             raise ConformanceError(t, f"step(closure) returned {loss_cand}, torch {loss_ref}")
+        return float(loss_ref)
 
     def _reload_reference(self, ref: _Side) -> None:
         """Pass the reference through its own state_dict, as the candidate is: torch's

@@ -11,6 +11,7 @@ from . import (
     adamax,
     asgd,
     lbfgs,
+    migration,
     muon,
     nadam,
     radam,
@@ -45,3 +46,5 @@ OPTIM_CASES: list[_cases.OptimCase] = [case for module in _MODULES for case in m
 SCHEDULER_CASES = schedulers.SCHEDULER_CASES
 #: The swa_utils cases (AveragedModel, update_bn).
 SWA_CASES = swa.SWA_CASES
+#: Runs moved between frameworks mid-way (see ``_migration.py``).
+MIGRATION_CASES = migration.MIGRATION_CASES
