@@ -20,9 +20,9 @@ from __future__ import annotations
 import copy
 import itertools
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import array_api_compat
 import numpy as np
@@ -35,6 +35,13 @@ from ._params import data_of, write_into
 
 __all__ = ["AveragedModel", "update_bn", "SWALR", "get_ema_multi_avg_fn",
            "get_swa_multi_avg_fn", "get_ema_avg_fn", "get_swa_avg_fn"]
+
+
+class _IncompatibleKeys(NamedTuple):
+    """What ``AveragedModel.load_state_dict`` returns, as torch's ``Module`` does."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 # -- the averaging rules -------------------------------------------------------------------
@@ -282,6 +289,66 @@ class AveragedModel:
     def eval(self) -> AveragedModel:
         """Evaluation mode (``train(False)``)."""
         return self.train(False)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _named_arrays(self) -> dict[str, Any]:
+        """``n_averaged`` and the copy's named arrays, the keys torch's AveragedModel
+        saves under (``module.<name>``)."""
+        named = getattr(self.module, "state_dict", None)
+        if named is None:
+            raise TypeError(
+                f"AveragedModel.state_dict needs the model to name its arrays: "
+                f"{type(self.module).__name__} has no state_dict() (a mapping of names to "
+                "its parameters and buffers, as torch's Module.state_dict)")
+        out = {"n_averaged": self.n_averaged}
+        out.update((f"module.{k}", data_of(v)) for k, v in named().items())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"n_averaged": ..., "module.<name>": ...}``, torch's layout: the live arrays
+        (as torch's ``Module.state_dict`` returns its tensors), named by the copy's own
+        ``state_dict()``, which a non-torch model must offer for this."""
+        return dict(self._named_arrays())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
+        """Copy ``state_dict``'s arrays (of any backend: a torch AveragedModel's
+        state_dict loads as it is) into :attr:`n_averaged` and the copy's arrays, cast
+        to their dtypes. Every key and shape is checked first, with torch's messages;
+        nothing is written unless all match. Returns ``(missing_keys,
+        unexpected_keys)`` as a named tuple, as torch does."""
+        ours = self._named_arrays()
+        missing = [k for k in ours if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in ours]
+        errors = []
+        pairs = []
+        for key, dst in ours.items():
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            if not array_api_compat.is_array_api_obj(value):
+                errors.append(f'While copying the parameter named "{key}", expected an '
+                              f"array from checkpoint but received {type(value)}")
+                continue
+            if tuple(value.shape) != tuple(dst.shape):
+                errors.append(f"size mismatch for {key}: copying a param with shape "
+                              f"{tuple(value.shape)} from checkpoint, the shape in current "
+                              f"model is {tuple(dst.shape)}.")
+                continue
+            pairs.append((dst, value))
+        if strict:
+            if unexpected:
+                errors.insert(0, "Unexpected key(s) in state_dict: "
+                              + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+            if missing:
+                errors.insert(0, "Missing key(s) in state_dict: "
+                              + ", ".join(f'"{k}"' for k in missing) + ". ")
+        if errors:
+            raise RuntimeError("Error(s) in loading state_dict for AveragedModel:\n\t"
+                               + "\n\t".join(errors))
+        for dst, value in pairs:
+            write_into(dst, _detached(value))
+        return _IncompatibleKeys(missing, unexpected)
 
     # -- averaging ------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Migration cases: every optimizer, with one of three schedulers, moved mid-run between
-torch.optim and portopt (both ways) and from NumPy to another backend."""
+"""Migration cases: every optimizer, with one of three schedulers (and SGD with SWALR),
+moved mid-run between torch.optim and portopt (both ways) and from NumPy to another
+backend."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from .._migration import DIRECTIONS, MigrationCase
 ONE_CYCLE = ("OneCycleLR", {"max_lr": 0.05, "total_steps": 20})
 RESTARTS = ("CosineAnnealingWarmRestarts", {"T_0": 4, "T_mult": 2, "eta_min": 1e-4})
 PLATEAU = ("ReduceLROnPlateau", {"patience": 0, "factor": 0.5, "threshold": 0.3})
+#: And swa_utils' scheduler, annealing towards the averaging lr.
+SWA = ("SWALR", {"swa_lr": 0.02, "anneal_epochs": 8})
 
 #: (optimizer configuration, schedule): state in every optimizer, every flag that adds some.
 RUNS: list[tuple[OptimCase, tuple[str, dict[str, Any]]]] = [
     (OptimCase("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}, "nesterov"), ONE_CYCLE),
+    (OptimCase("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.1}, "dampening"), SWA),
     (OptimCase("Adam", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01}, "amsgrad"),
      ONE_CYCLE),
     (OptimCase("AdamW", {"lr": 0.01}, "default"), RESTARTS),
