@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import portopt
 
@@ -13,11 +15,12 @@ import portopt
 def _conformance(args: argparse.Namespace) -> int:
     from .testing import TestBackend
     from .testing._matrix import (
-        format_row,
         format_summary,
-        run_matrix,
+        plan_matrix,
+        run_jobs,
         select_cases,
         summarize,
+        to_html,
         to_json,
         to_markdown,
     )
@@ -51,20 +54,71 @@ def _conformance(args: argparse.Namespace) -> int:
         print("no backend is available", file=sys.stderr)
         return 2
 
-    def show(result):
-        if args.quiet and result.passed:
-            return
-        print(format_row(result), flush=True)
-
-    results = run_matrix(cases, backends, args.dtype, resync=args.resync, on_result=show)
+    jobs = plan_matrix(cases, backends, args.dtype)
+    progress = _Progress(len(jobs), quiet=args.quiet,
+                         bar=sys.stdout.isatty() if args.progress is None else args.progress)
+    results = run_jobs(jobs, resync=args.resync, on_result=progress.update)
+    progress.close()
     summary = summarize(results)
     print(format_summary(summary))
     if args.report:
-        text = to_json(results) if args.report.endswith(".json") else to_markdown(results)
+        if args.report.endswith(".json"):
+            text = to_json(results)
+        elif args.report.endswith((".html", ".htm")):
+            text = to_html(results)
+        else:
+            text = to_markdown(results)
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(text)
         print(f"report written to {args.report}")
     return 1 if summary["failed"] else 0
+
+
+class _Progress:
+    """How far a conformance run is. On a terminal, a bar redrawn in place under the
+    rows; otherwise plain lines: each row with its count, or with ``quiet`` a count line
+    at every tenth of the run (failures are always printed in full)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, *, quiet: bool, bar: bool) -> None:
+        self.total, self.quiet, self.bar = total, quiet, bar
+        self.done = self.failed = 0
+        self.began = time.perf_counter()
+        self.tenth = 0
+
+    def update(self, result: Any) -> None:
+        from .testing._matrix import format_row
+
+        self.done += 1
+        self.failed += not result.passed
+        show = not result.skipped and (not self.quiet or not result.passed)
+        if self.bar:
+            if show:
+                sys.stdout.write("\r\033[K" + format_row(result) + "\n")
+            self._draw()
+            return
+        count = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
+        if show:
+            print(f"{count} {format_row(result)}", flush=True)
+        elif self.quiet and self.total and self.done * 10 // self.total > self.tenth:
+            self.tenth = self.done * 10 // self.total
+            print(f"{count} {100 * self.done // self.total}% done, {self.failed} failed, "
+                  f"{time.perf_counter() - self.began:.0f}s", flush=True)
+
+    def _draw(self) -> None:
+        filled = self.WIDTH * self.done // max(self.total, 1)
+        elapsed = time.perf_counter() - self.began
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        sys.stdout.write(f"\r\033[K[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+                         f"{self.done}/{self.total}, {self.failed} failed, "
+                         f"{elapsed:.0f}s (about {left:.0f}s left)")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.bar:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
 
 
 def _plot_lr(args: argparse.Namespace) -> int:
@@ -196,11 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="copy torch's state into the candidate after every step, so a "
                            "failure names the step that caused it")
     conf.add_argument("--report", metavar="FILE",
-                      help="also write the results to FILE: JSON if it ends in .json, "
-                           "Markdown otherwise")
+                      help="also write the results to FILE: JSON if it ends in .json, an "
+                           "HTML page if it ends in .html, Markdown otherwise")
     conf.add_argument("--list", action="store_true", help="list the selected cases and exit")
     conf.add_argument("--quiet", "-q", action="store_true",
-                      help="print failing rows and the summary only")
+                      help="print failing rows, the progress and the summary only")
+    conf.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="a progress bar redrawn in place (default: when the output is a "
+                           "terminal; otherwise each row is numbered, and with --quiet a "
+                           "line is printed at every tenth of the run)")
     conf.set_defaults(func=_conformance)
 
     import textwrap

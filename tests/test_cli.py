@@ -39,9 +39,12 @@ def test_conformance_runs_a_filtered_matrix_and_writes_reports(tmp_path, capsys,
                      "-s", "trajectory", "--report", str(report)])
     out = capsys.readouterr().out
     assert code == 0
-    rows = [line for line in out.splitlines() if line.startswith("pass")]
+    rows = [line for line in out.splitlines() if "] pass  SGD-" in line]
     data = json.loads(report.read_text())
     assert len(rows) == len(data["results"]) == data["summary"]["total"]
+    # not a terminal: each row numbered out of the planned total
+    assert rows[0].startswith(f"[ 1/{len(rows)}]") or rows[0].startswith(f"[1/{len(rows)}]")
+    assert rows[-1].startswith(f"[{len(rows)}/{len(rows)}]")
     assert all(r["backend"] == "numpy" and r["dtype"] == "float64" for r in data["results"])
     assert data["summary"]["failed"] == 0 and "passed, 0 failed" in out
     md = tmp_path / "report.md"
@@ -70,3 +73,44 @@ def test_conformance_rejects_unknown_filters(capsys, torch):
     assert cli.main(["conformance", "-o", "NoSuchOptimizer"]) == 2
     with pytest.raises(SystemExit):
         cli.main(["conformance", "-b", "jax"])
+
+
+def test_quiet_runs_print_a_line_at_every_tenth(capsys, torch):
+    assert cli.main(["conformance", "-o", "Rprop", "-b", "numpy", "-d", "float64",
+                     "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = [line for line in lines if "% done" in line]
+    percents = [int(line.split("] ")[1].split("%")[0]) for line in counts]
+    # one line as each tenth is passed (25 jobs: 3/25 is the first past 10%)
+    assert len(percents) == 10 and percents[-1] == 100
+    assert [p // 10 for p in percents] == list(range(1, 11))
+    assert not any(" pass  " in line for line in lines)
+
+
+def test_a_progress_bar_is_drawn_in_place_on_request(capsys, torch):
+    assert cli.main(["conformance", "-o", "Rprop", "-b", "numpy", "-d", "float64", "-s",
+                     "roundtrip", "--progress"]) == 0
+    out = capsys.readouterr().out
+    assert "\r\033[K[" in out and "2/2, 0 failed" in out
+    assert "#" * 30 in out  # full at the end
+    assert out.count("pass  Rprop-") == 2  # the rows above the bar
+
+
+def test_html_report(tmp_path, capsys, torch, monkeypatch):
+    from portopt.testing import CaseResult, _matrix
+
+    def one_fails(case, backend, dtype, resync=False):
+        ok = case.desc != "mixed"
+        return CaseResult(case.id, backend.value, dtype, ok, 3, 0.0 if ok else 1.0, None,
+                          message="" if ok else "step 2: <param 0> is off")
+
+    monkeypatch.setattr(_matrix, "run_case", one_fails)
+    page = tmp_path / "report.html"
+    assert cli.main(["conformance", "-o", "Rprop", "-b", "numpy", "-d", "float64", "-s",
+                     "roundtrip", "--report", str(page)]) == 1
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert "1/2 passed, 1 failed" in html
+    # failures first, messages escaped
+    assert html.index('class="fail"') < html.index('class="pass"')
+    assert "step 2: &lt;param 0&gt; is off" in html and "<param 0>" not in html

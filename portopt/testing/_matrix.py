@@ -40,42 +40,61 @@ def _scheduler_names() -> set[str]:
     return {c.name for c in SCHEDULER_CASES}
 
 
+def plan_matrix(cases: list[Case], backends: list[TestBackend],
+                dtypes: Iterable[str] | None = None) -> list[tuple[Case, TestBackend, str]]:
+    """Every (case, backend, dtype) to run, in order: the dtype filter applied, and the
+    combinations a case rules out itself (a case for torch only, NumPy to NumPy
+    migration) left out."""
+    dtype_filter = set(dtypes) if dtypes else None
+    jobs = []
+    for case in cases:
+        for backend in backends:
+            only = getattr(case, "backends", None)
+            if only is not None and backend.value not in only:
+                continue
+            if isinstance(case, MigrationCase) and case.skip_reason(backend) is not None:
+                continue
+            for dtype in case.run_dtypes():
+                if dtype_filter is None or dtype in dtype_filter:
+                    jobs.append((case, backend, dtype))
+    return jobs
+
+
 def run_matrix(cases: list[Case], backends: list[TestBackend], dtypes: Iterable[str] | None,
                *, resync: bool = False,
                on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
-    """Run every case on every backend and dtype; skipped combinations are left out."""
-    dtype_filter = set(dtypes) if dtypes else None
+    """Run every case on every backend and dtype (see :func:`plan_matrix`); skipped
+    combinations are left out of the results."""
+    return run_jobs(plan_matrix(cases, backends, dtypes), resync=resync, on_result=on_result)
+
+
+def run_jobs(jobs: list[tuple[Case, TestBackend, str]], *, resync: bool = False,
+             on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Run planned (case, backend, dtype) jobs in order, calling ``on_result`` after each
+    (with the skipped ones too, so that a progress count reaches the total)."""
     results = []
     # some cases make NaN on purpose (RMSprop with alpha > 1, as torch accepts it):
     # NumPy would warn where torch is silent; and torch's own sparse Adagrad asks for
     # its invariant checks to be set explicitly
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
-        _run_all(cases, backends, dtype_filter, resync, on_result, results)
+        for case, backend, dtype in jobs:
+            result = _run_one(case, backend, dtype, resync)
+            if not result.skipped:
+                results.append(result)
+            if on_result is not None:
+                on_result(result)
     return results
 
 
-def _run_all(cases: list[Case], backends: list[TestBackend], dtype_filter: set[str] | None,
-             resync: bool, on_result: Callable[[CaseResult], None] | None,
-             results: list[CaseResult]) -> None:
-    for case in cases:
-        for backend in backends:
-            for dtype in case.run_dtypes():
-                if dtype_filter is not None and dtype not in dtype_filter:
-                    continue
-                if isinstance(case, SchedulerCase):
-                    result = run_scheduler_case(case, backend, dtype)
-                elif isinstance(case, SwaCase):
-                    result = run_swa_case(case, backend, dtype)
-                elif isinstance(case, MigrationCase):
-                    result = run_migration_case(case, backend, dtype)
-                else:
-                    result = run_case(case, backend, dtype, resync=resync)
-                if result.skipped:
-                    continue
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
+def _run_one(case: Case, backend: TestBackend, dtype: str, resync: bool) -> CaseResult:
+    if isinstance(case, SchedulerCase):
+        return run_scheduler_case(case, backend, dtype)
+    if isinstance(case, SwaCase):
+        return run_swa_case(case, backend, dtype)
+    if isinstance(case, MigrationCase):
+        return run_migration_case(case, backend, dtype)
+    return run_case(case, backend, dtype, resync=resync)
 
 
 def summarize(results: list[CaseResult]) -> dict[str, Any]:
@@ -180,3 +199,43 @@ def to_markdown(results: list[CaseResult]) -> str:
         lines += ["", "## Failures", ""]
         lines += [f"- {r.case} on {r.backend} {r.dtype}: {r.message}" for r in failures]
     return "\n".join(lines) + "\n"
+
+
+def to_html(results: list[CaseResult]) -> str:
+    """A self-contained HTML page: the environment, the summary, the failures first,
+    then every row."""
+    from html import escape
+
+    env = _environment()
+    failures = [r for r in results if not r.passed]
+    rows = []
+    for r in failures + [r for r in results if r.passed]:
+        ulp = "" if r.ulp is None else f"{r.ulp:.1f}"
+        status = "pass" if r.passed else "FAIL"
+        message = f"<br><small>{escape(r.message)}</small>" if r.message else ""
+        rows.append(
+            f'<tr class="{status.lower()}"><td>{status}</td><td>{escape(r.case)}{message}'
+            f"</td><td>{escape(r.backend)}</td><td>{escape(r.dtype)}</td>"
+            f'<td class="n">{r.steps}</td><td class="n">{r.rel:.2e}</td>'
+            f'<td class="n">{ulp}</td><td class="n">{r.seconds:.2f}</td></tr>')
+    against = "torch.optim " + env.get("torch", "(torch missing)")
+    others = ", ".join(f"{escape(k)} {escape(v)}" for k, v in env.items() if k != "torch")
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>portopt conformance report</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}"
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}"
+        "tr.fail{background:#fdd}tr.pass td:first-child{color:#070}</style>",
+        "</head><body>",
+        "<h1>portopt conformance report</h1>",
+        f"<p>Against {escape(against)}, CPU, single-tensor path; {others}.</p>",
+        f"<p><strong>{escape(format_summary(summarize(results)))}</strong></p>",
+        "<table><thead><tr><th>result</th><th>case</th><th>backend</th><th>dtype</th>"
+        "<th>steps</th><th>worst rel. error</th><th>worst ULP</th><th>seconds</th></tr>"
+        "</thead><tbody>",
+        *rows,
+        "</tbody></table></body></html>",
+        "",
+    ])
