@@ -57,6 +57,7 @@ class Backend:
         return bool(self.xp.isdtype(x.dtype, "real floating"))
 
     def is_complex(self, x: Any) -> bool:
+        """Whether ``x`` has a complex dtype."""
         return bool(self.xp.isdtype(x.dtype, "complex floating"))
 
     # -- writing -----------------------------------------------------------------------

@@ -103,6 +103,7 @@ class MigrationCase:
         return self.optim.kwargs
 
     def run_dtypes(self) -> tuple[str, ...]:
+        """The dtypes this case runs in (float32 and float64)."""
         return ("float32", "float64")
 
     def skip_reason(self, backend: TestBackend) -> str | None:

@@ -52,6 +52,7 @@ class CaseResult:
     skipped: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (the JSON report's rows)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 

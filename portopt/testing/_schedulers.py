@@ -110,6 +110,7 @@ class SchedulerCase:
                            MappingProxyType(dict(self.optimizer_kwargs)))
 
     def run_dtypes(self) -> tuple[str, ...]:
+        """The dtypes this case runs in (its ``dtypes``)."""
         return self.dtypes
 
     @property

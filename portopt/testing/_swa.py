@@ -70,6 +70,7 @@ class SwaCase:
                 **({"update_bn": self.update_bn} if self.update_bn else {})}
 
     def run_dtypes(self) -> tuple[str, ...]:
+        """The dtypes this case runs in (its ``dtypes``)."""
         return self.dtypes
 
     @property

@@ -71,6 +71,7 @@ class ErrorMeasure:
     ulp: float = 0.0
 
     def update(self, other: ErrorMeasure) -> None:
+        """Keep the worse of this measure and ``other``, field by field."""
         self.rel = max(self.rel, other.rel)
         self.ulp = max(self.ulp, other.ulp)
 
