@@ -50,16 +50,23 @@ def hyper(value: Any, like: Any, differentiable: bool) -> Any:
     return value
 
 
+def _one_or_many(x: Any) -> Any:
+    """A 1-element array as 0-d, so that it compares as a number on every backend (strict
+    arrays refuse ``bool()`` above 0-d); a bigger array stays as it is and meets its
+    library's truth test, as a bigger tensor beta does in torch."""
+    return to_scalar(x) if is_array(x) and math.prod(x.shape) == 1 else x
+
+
 def check_adam_family(lr: Any, eps: Any, betas: Any, weight_decay: Any) -> None:
     """The checks torch's Adam, Adamax, NAdam and RAdam make, in its order and words."""
     check_one_element(lr, "lr")
-    if not 0.0 <= lr:
+    if not 0.0 <= to_scalar(lr):
         raise ValueError(f"Invalid learning rate: {lr}")
     if not 0.0 <= eps:
         raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
+    if not 0.0 <= _one_or_many(betas[0]) < 1.0:
         raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
+    if not 0.0 <= _one_or_many(betas[1]) < 1.0:
         raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
     if not 0.0 <= weight_decay:
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")

@@ -124,7 +124,7 @@ class Adadelta(Optimizer):
                  capturable: bool = False, maximize: bool = False,
                  differentiable: bool = False) -> None:
         check_one_element(lr)
-        if not 0.0 <= lr:
+        if not 0.0 <= to_scalar(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
@@ -138,6 +138,8 @@ class Adadelta(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
+        if group["foreach"] and group["differentiable"]:
+            raise AssertionError("_foreach ops don't support autograd")
         # Adadelta asks torch for its device list without XLA
         check_capturable_devices(group, work, lambda item: (self._current_step(item, group),),
                                  xla=False)

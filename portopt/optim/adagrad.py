@@ -175,7 +175,7 @@ class Adagrad(Optimizer):
                  differentiable: bool = False, fused: bool | None = None) -> None:
         if is_array(lr):
             check_one_element(lr, "lr")
-        if not 0.0 <= lr:
+        if not 0.0 <= to_scalar(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= lr_decay:
             raise ValueError(f"Invalid lr_decay value: {lr_decay}")
@@ -209,6 +209,8 @@ class Adagrad(Optimizer):
         check_fused_available("Adagrad", group, work[0].backend)
         if sparse and group["weight_decay"] != 0:
             raise RuntimeError(SPARSE_WEIGHT_DECAY)
+        if group["foreach"] and group["differentiable"]:
+            raise AssertionError("_foreach ops don't support autograd")
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> AdagradState:
         # torch's lazy path reads the optimizer's default, not the group's own value

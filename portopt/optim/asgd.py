@@ -221,7 +221,7 @@ class ASGD(Optimizer):
                  maximize: bool = False, differentiable: bool = False,
                  capturable: bool = False) -> None:
         check_one_element(lr)
-        if not 0.0 <= lr:
+        if not 0.0 <= to_scalar(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
@@ -259,7 +259,10 @@ class ASGD(Optimizer):
             saved = self.state.get(item.param)
             return [saved[k] for k in ("mu", "eta", "step")] if saved else []
 
-        check_capturable_devices(group, work, scalars,
+        if group["foreach"] and group["differentiable"]:
+            raise AssertionError("_foreach ops don't support autograd")
+        # torch's foreach path leaves xla out of its device list
+        check_capturable_devices(group, work, scalars, xla=not group["foreach"],
                                  names="params, mus, etas, and state_steps")
 
     def _init_state(self, data: Any, group: dict[str, Any]) -> ASGDState:

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from . import _fast
-from ._checks import check_capturable_devices, check_one_element, hyper, requires_grad
+from ._checks import check_capturable_devices, check_one_element, hyper, requires_grad, to_scalar
 from ._math import (
     add_scaled,
     addcmul,
@@ -167,7 +167,7 @@ class RMSprop(Optimizer):
                  capturable: bool = False, foreach: bool | None = None,
                  maximize: bool = False, differentiable: bool = False) -> None:
         check_one_element(lr)
-        if not 0.0 <= lr:
+        if not 0.0 <= to_scalar(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
