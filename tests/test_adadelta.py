@@ -114,26 +114,6 @@ def test_signature_and_defaults_are_torchs(torch):
         torch.optim.Adadelta([t]).defaults
 
 
-BAD_ARGS = [
-    ({"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
-    ({"rho": 1.1}, ValueError, "Invalid rho value: 1.1"),
-    ({"rho": -0.1}, ValueError, "Invalid rho value: -0.1"),
-    ({"eps": -1e-6}, ValueError, "Invalid epsilon value: -1e-06"),
-    ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5"),
-    ({"rho": 2.0, "eps": -1.0}, ValueError, "Invalid rho value: 2.0"),  # torch's order
-]
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS)
-def test_constructor_validation(kwargs, exc, message):
-    raises(exc, message, optim.Adadelta, [portopt.Parameter(np.ones(2))], **kwargs)
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS)
-def test_torch_raises_the_same(torch, kwargs, exc, message):
-    raises(exc, message, torch.optim.Adadelta, [torch.ones(2, requires_grad=True)], **kwargs)
-
-
 def test_rho_bounds_are_inclusive():
     for rho in (0.0, 1.0):
         optim.Adadelta([portopt.Parameter(np.ones(2))], rho=rho)

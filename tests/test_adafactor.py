@@ -242,28 +242,6 @@ def test_signature_and_defaults_are_torchs(torch):
     assert ours == theirs and list(ours) == list(theirs)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"lr": -1e-3}, {"lr": float("nan")}, {"lr": float("inf")}, {"beta2_decay": 0.5},
-    {"beta2_decay": float("nan")}, {"eps": (-1e-30, 1e-3)}, {"eps": (float("nan"), 1e-3)},
-    {"eps": (None, -1.0)}, {"eps": (0.0, 0.0)}, {"d": 0.5}, {"d": float("nan")},
-    {"weight_decay": -0.1}, {"lr": -1.0, "d": 0.0, "weight_decay": -1.0},
-    {"beta2_decay": 1.0, "eps": (-1.0, -1.0)}, {"d": 1.0, "weight_decay": 0.0},
-], ids=repr)
-def test_constructor_checks_match_torch(torch, kwargs):
-    expected = outcome(torch.optim.Adafactor, [torch.zeros(2, requires_grad=True)], **kwargs)
-    assert outcome(Adafactor, [portopt.Parameter(np.zeros(2))], **kwargs) == expected
-    assert outcome(Adafactor, [torch.zeros(2, requires_grad=True)], **kwargs) == expected
-
-
-@pytest.mark.parametrize("lr", [[0.1, 0.2], [0.01], [-0.5]], ids=str)
-def test_array_lr_checks_match_torch(torch, lr):
-    expected = outcome(torch.optim.Adafactor, [torch.zeros(2)], lr=torch.tensor(lr))
-    assert outcome(Adafactor, [torch.zeros(2)], lr=torch.tensor(lr)) == expected
-    ours = outcome(Adafactor, [portopt.Parameter(np.zeros(2))], lr=np.array(lr))
-    assert (ours is None) == (expected is None)
-    assert ours is None or ours[0] is expected[0]
-
-
 def _bad_step_cases(torch):
     real = lambda: torch.ones(2, 2, requires_grad=True)  # noqa: E731
     cplx = lambda: torch.ones(2, dtype=torch.complex64, requires_grad=True)  # noqa: E731

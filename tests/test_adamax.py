@@ -135,28 +135,6 @@ def test_signature_and_defaults_are_torchs(torch):
         torch.optim.Adamax([t]).defaults
 
 
-BAD_ARGS = [
-    ({"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
-    ({"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
-    ({"betas": (1.0, 0.999)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
-    ({"betas": (-0.1, 0.999)}, ValueError, "Invalid beta parameter at index 0: -0.1"),
-    ({"betas": (0.0, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
-    ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5"),
-    ({"lr": -1.0, "eps": -1.0}, ValueError, "Invalid learning rate: -1.0"),  # torch's order
-    ({"eps": -1.0, "betas": (2.0, 0.9)}, ValueError, "Invalid epsilon value: -1.0"),
-]
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS)
-def test_constructor_validation(kwargs, exc, message):
-    raises(exc, message, optim.Adamax, [portopt.Parameter(np.ones(2))], **kwargs)
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS)
-def test_torch_raises_the_same(torch, kwargs, exc, message):
-    raises(exc, message, torch.optim.Adamax, [torch.ones(2, requires_grad=True)], **kwargs)
-
-
 def test_array_lr_must_have_one_element(torch):
     for cls, p, lr in ((optim.Adamax, portopt.Parameter(np.ones(2)), np.array([0.1, 0.2])),
                        (torch.optim.Adamax, torch.ones(2, requires_grad=True),

@@ -148,23 +148,6 @@ def test_signature_and_defaults_are_torchs(torch):
         torch.optim.ASGD([t]).defaults
 
 
-BAD_ARGS = [
-    ({"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
-    ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5"),
-    ({"lr": -1.0, "weight_decay": -1.0}, ValueError, "Invalid learning rate: -1.0"),
-]
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS)
-def test_constructor_validation(kwargs, exc, message):
-    raises(exc, message, optim.ASGD, [portopt.Parameter(np.ones(2))], **kwargs)
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS)
-def test_torch_raises_the_same(torch, kwargs, exc, message):
-    raises(exc, message, torch.optim.ASGD, [torch.ones(2, requires_grad=True)], **kwargs)
-
-
 def test_lambd_alpha_t0_are_not_validated():
     p = portopt.Parameter(np.ones(2))
     optim.ASGD([p], -0.0, -1.0, -1.0, -1.0)  # all positional, as in torch

@@ -485,34 +485,7 @@ def test_a_subclass_with_its_own_step_gets_hooks(api):
     assert opt.step() == "stepped" and seen == [True]
 
 
-# -- constructor validation of SGD / Adam / AdamW (torch's messages) --------------------------
-
-BAD_ARGS = [
-    ("SGD", {"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
-    ("SGD", {"momentum": -0.5}, ValueError, "Invalid momentum value: -0.5"),
-    ("SGD", {"weight_decay": -1e-3}, ValueError, "Invalid weight_decay value: -0.001"),
-    ("SGD", {"nesterov": True}, ValueError, "Nesterov momentum requires a momentum and zero dampening"),
-    ("SGD", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError,
-     "Nesterov momentum requires a momentum and zero dampening"),
-    ("SGD", {"fused": True, "foreach": True}, RuntimeError, "`fused` and `foreach` cannot be `True` together."),
-    ("Adam", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
-    ("Adam", {"lr": float("nan")}, ValueError, "Invalid learning rate: nan"),
-    ("Adam", {"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
-    ("Adam", {"betas": (1.0, 0.999)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
-    ("Adam", {"betas": (0.9, -0.1)}, ValueError, "Invalid beta parameter at index 1: -0.1"),
-    ("Adam", {"betas": (0, 0.999)}, ValueError, "betas must be either both floats or both Tensors"),
-    ("Adam", {"weight_decay": -1}, ValueError, "Invalid weight_decay value: -1"),
-    ("Adam", {"fused": True, "foreach": True}, RuntimeError, "`fused` and `foreach` cannot be `True` together."),
-    ("AdamW", {"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
-    ("AdamW", {"eps": -1.0}, ValueError, "Invalid epsilon value: -1.0"),
-]
-
-
-@pytest.mark.parametrize("name, kwargs, exc, message", BAD_ARGS,
-                         ids=[f"{n}-{'-'.join(k)}" for n, k, _, _ in BAD_ARGS])
-def test_constructor_validation(api, name, kwargs, exc, message):
-    raises(exc, message, getattr(api.optim, name), [api.param([1.0])], **kwargs)
-
+# -- array hyper-parameters (the constructor checks: test_bad_input_constructors.py) ----------
 
 def test_array_hyper_parameter_validation(api):
     p = api.param([1.0])

@@ -251,31 +251,6 @@ def test_signature_and_defaults_are_torchs(torch):
     assert list(RAdam([portopt.Parameter(np.zeros(1))]).defaults) == list(expected)
 
 
-BAD_ARGS = [
-    ({"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
-    ({"lr": float("nan")}, ValueError, "Invalid learning rate: nan"),
-    ({"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
-    ({"betas": (1.0, 0.0)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
-    ({"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
-    ({"weight_decay": -1}, ValueError, "Invalid weight_decay value: -1"),
-    ({"eps": -1.0, "weight_decay": -1}, ValueError, "Invalid epsilon value: -1.0"),
-    ({"betas": (0, 0)}, None, None),  # ints are fine, unlike Adam
-]
-IDS = [str(k) for k, _, _ in BAD_ARGS]
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS, ids=IDS)
-def test_constructor_checks(kwargs, exc, message):
-    expected = None if exc is None else (exc, message)
-    assert outcome(RAdam, [portopt.Parameter(np.zeros(2))], **kwargs) == expected
-
-
-@pytest.mark.parametrize("kwargs", [k for k, _, _ in BAD_ARGS], ids=IDS)
-def test_constructor_checks_match_torch(torch, kwargs):
-    expected = outcome(torch.optim.RAdam, [torch.zeros(2)], **kwargs)
-    assert outcome(RAdam, [torch.zeros(2)], **kwargs) == expected
-
-
 def test_array_lr_must_have_one_element(torch):
     for lr in (torch.tensor([0.1, 0.2]), torch.tensor([0.1])):
         expected = outcome(torch.optim.RAdam, [torch.zeros(2)], lr=lr)

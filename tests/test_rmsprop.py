@@ -177,29 +177,6 @@ def test_signature_and_defaults_are_torchs(torch):
     assert RMSprop([portopt.Parameter(np.zeros(1))]).defaults == expected
 
 
-BAD_ARGS = [
-    ({"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
-    ({"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
-    ({"momentum": -1.0}, ValueError, "Invalid momentum value: -1.0"),
-    ({"weight_decay": -0.5}, ValueError, "Invalid weight_decay value: -0.5"),
-    ({"alpha": -0.1}, ValueError, "Invalid alpha value: -0.1"),
-    ({"lr": float("nan")}, ValueError, "Invalid learning rate: nan"),
-    ({"alpha": 1.5, "momentum": 1.5}, None, None),  # accepted: only alpha >= 0 is checked
-]
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS, ids=[str(k) for k, _, _ in BAD_ARGS])
-def test_constructor_checks(kwargs, exc, message):
-    expected = None if exc is None else (exc, message)
-    assert outcome(RMSprop, [portopt.Parameter(np.zeros(2))], **kwargs) == expected
-
-
-@pytest.mark.parametrize("kwargs", [k for k, _, _ in BAD_ARGS], ids=[str(k) for k, _, _ in BAD_ARGS])
-def test_constructor_checks_match_torch(torch, kwargs):
-    expected = outcome(torch.optim.RMSprop, [torch.zeros(2, requires_grad=True)], **kwargs)
-    assert outcome(RMSprop, [torch.zeros(2, requires_grad=True)], **kwargs) == expected
-
-
 def test_array_lr_must_have_one_element(torch):
     for lr in (torch.tensor([0.1, 0.2]), torch.tensor([0.1])):
         expected = outcome(torch.optim.RMSprop, [torch.zeros(2)], lr=lr)

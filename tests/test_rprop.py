@@ -185,29 +185,6 @@ def test_signature_and_defaults_are_torchs(torch):
     assert Rprop([portopt.Parameter(np.zeros(1))]).defaults == expected
 
 
-BAD_ARGS = [
-    ({"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
-    ({"etas": (1.0, 0.5)}, ValueError, "Invalid eta values: 1.0, 0.5"),
-    ({"etas": (0.0, 1.2)}, ValueError, "Invalid eta values: 0.0, 1.2"),
-    ({"etas": (0.5, 1.0)}, ValueError, "Invalid eta values: 0.5, 1.0"),
-    ({"etas": (0.5, float("nan"))}, ValueError, "Invalid eta values: 0.5, nan"),
-    ({"step_sizes": (1.0, 0.1)}, None, None),  # not checked
-    ({"step_sizes": (-1.0, -2.0)}, None, None),
-]
-
-
-@pytest.mark.parametrize("kwargs, exc, message", BAD_ARGS, ids=[str(k) for k, _, _ in BAD_ARGS])
-def test_constructor_checks(kwargs, exc, message):
-    expected = None if exc is None else (exc, message)
-    assert outcome(Rprop, [portopt.Parameter(np.zeros(2))], **kwargs) == expected
-
-
-@pytest.mark.parametrize("kwargs", [k for k, _, _ in BAD_ARGS], ids=[str(k) for k, _, _ in BAD_ARGS])
-def test_constructor_checks_match_torch(torch, kwargs):
-    expected = outcome(torch.optim.Rprop, [torch.zeros(2, requires_grad=True)], **kwargs)
-    assert outcome(Rprop, [torch.zeros(2, requires_grad=True)], **kwargs) == expected
-
-
 def test_array_lr_must_have_one_element(torch):
     for lr in (torch.tensor([0.1, 0.2]), torch.tensor([0.1])):
         expected = outcome(torch.optim.Rprop, [torch.zeros(2)], lr=lr)

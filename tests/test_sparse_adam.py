@@ -187,26 +187,6 @@ def test_signature_and_defaults_are_torchs(torch):
         [torch.zeros(2, requires_grad=True)]).defaults
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"lr": 0.0}, {"lr": -1.0}, {"lr": float("nan")}, {"eps": 0.0}, {"eps": -1e-8},
-    {"lr": 0.0, "eps": 0.0}, {"betas": (1.0, 0.5)}, {"betas": (0.5, 1.0)},
-    {"betas": (-0.1, 0.5)}, {"betas": (0.9,)}, {"lr": 1e-3},
-], ids=repr)
-def test_constructor_checks_match_torch(torch, kwargs):
-    expected = outcome(torch.optim.SparseAdam, [torch.zeros(2, requires_grad=True)], **kwargs)
-    assert outcome(SparseAdam, [portopt.Parameter(np.zeros(2))], **kwargs) == expected
-    assert outcome(SparseAdam, [torch.zeros(2, requires_grad=True)], **kwargs) == expected
-
-
-@pytest.mark.parametrize("lr", [[0.1, 0.2], [0.0], [0.5]], ids=str)
-def test_array_lr_checks_match_torch(torch, lr):
-    expected = outcome(torch.optim.SparseAdam, [torch.zeros(2)], lr=torch.tensor(lr))
-    assert outcome(SparseAdam, [torch.zeros(2)], lr=torch.tensor(lr)) == expected
-    ours = outcome(SparseAdam, [portopt.Parameter(np.zeros(2))], lr=np.array(lr))
-    assert (ours is None) == (expected is None)
-    assert ours is None or ours[0] is expected[0]
-
-
 def test_sparse_and_complex_params_are_refused_as_in_torch(torch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
