@@ -111,7 +111,16 @@ class StateDictMixin:
             if "param_names" in group and "param_names" not in saved:
                 saved["param_names"] = group["param_names"]
             new_groups.append(saved)
-        self.__setstate__({"state": state, "param_groups": new_groups})
+        # __setstate__ reads what older formats lack and can raise (a state without
+        # `step`); it changes only the new groups and state, so putting the old
+        # attributes back undoes it
+        attributes = dict(self.__dict__)
+        try:
+            self.__setstate__({"state": state, "param_groups": new_groups})
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(attributes)
+            raise
 
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)

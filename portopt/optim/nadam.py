@@ -226,9 +226,10 @@ class NAdam(Optimizer):
 
     def _setstate_group(self, group: dict[str, Any]) -> None:
         # torch turns a `mu_product` saved as a plain number back into its tensor form
+        # (and needs one in every non-empty state)
         for p in group["params"]:
             st = self.state.get(p)
-            if st and "mu_product" in st and not is_array(st["mu_product"]):
+            if st and not is_array(st["mu_product"]):
                 st["mu_product"] = self._new_step(data_of(p), group, st["mu_product"])
 
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:

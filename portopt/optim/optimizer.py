@@ -159,13 +159,14 @@ class Optimizer(StateDictMixin):
         for group in self.param_groups:
             for key, value in self._setstate_defaults.items():
                 group.setdefault(key, value)
-            self._setstate_group(group)
             if self._tensor_step:
-                # torch converts a `step` saved as a plain number back to its tensor form
+                # torch converts a `step` saved as a plain number back to its tensor form,
+                # and reads `step` from every non-empty state (a KeyError without one)
                 for p in group["params"]:
-                    st = self.state.get(p)
-                    if st and "step" in st and not array_api_compat.is_array_api_obj(st["step"]):
+                    st = self.state.get(p, {})
+                    if len(st) != 0 and not array_api_compat.is_array_api_obj(st["step"]):
                         st["step"] = self._new_step(data_of(p), group, float(st["step"]))
+            self._setstate_group(group)
 
     def _setstate_group(self, group: dict[str, Any]) -> None:
         """Per-class fix-ups of a group after loading (AdamW forces its decay mode)."""
@@ -394,7 +395,8 @@ class Optimizer(StateDictMixin):
                 )
             work.append(_Work(p, data, grad, be))
         if work:
-            self._check_torch_only_flags(group, work[0].backend)
+            # a parameter's array may have been swapped since the group was added
+            self._check_group_backends(group)
             self._check_group(group, work)
         return work
 
