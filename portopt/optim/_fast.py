@@ -106,6 +106,7 @@ def cast(value: float, dtype: Any) -> Any:
 CHUNK = 1 << 16
 
 _data = operator.attrgetter("data")
+_writeable = operator.attrgetter("flags.writeable")
 _grad = operator.attrgetter("grad")
 _shape = operator.attrgetter("shape")
 
@@ -156,6 +157,7 @@ class Plan:
                 st[key] = flat[start:start + n].reshape(d.shape)
             self.state_buffers[key] = flat
         self.arrays = {k: [st[k] for st in self.states] for k in keys}
+        self.settings: list[tuple[str, Any]] | None = None
         self.scalar_keys = scalars
         self.scalars = {k: self.states[0][k] for k in scalars}
         self.counts_steps = "step" in self.states[0]
@@ -217,8 +219,10 @@ class Plan:
         params = group["params"]
         if (group is not self.group or len(params) != len(self.params)
                 or not _group_allows(group, numbers)
+                or not self._same_settings(group, numbers)
                 or not all(map(operator.is_, params, self.params))
                 or not all(map(operator.is_, map(_data, params), self.datas))
+                or not all(map(_writeable, self.datas))
                 or not all(map(operator.is_, map(state.get, params), self.states))):
             return False
         for key, arrays in self.arrays.items():
@@ -249,6 +253,21 @@ class Plan:
             return False
         self.grad_view = self.grads
         return True
+
+    def _same_settings(self, group: dict[str, Any], numbers: tuple[str, ...]) -> bool:
+        """Whether the group's settings are still those the plan was built with (the
+        first call records them). The numbers the kernels read may change from step to
+        step, as schedulers change them, but not between zero and nonzero: switching
+        momentum, amsgrad or centered on asks for state the plan lacks, and the generic
+        step checks that as torch does."""
+        settings = [(k, tuple(map(bool, v)) if isinstance(v, (tuple, list)) else bool(v))
+                    if k in numbers else (k, v) for k, v in group.items() if k != "params"]
+        if self.settings is None:
+            self.settings = settings
+        try:
+            return settings == self.settings
+        except ValueError:  # an array among the values, replaced by another one
+            return False
 
     def _flat_grads(self, grads: list[Any]) -> np.ndarray | None:
         """The gradients as one flat view when they are consecutive views of one buffer
