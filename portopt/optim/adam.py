@@ -216,14 +216,23 @@ class Adam(Optimizer):
 
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
         check_fused_available("Adam", group, work[0].backend)
+        if group["amsgrad"] and any(self.state.get(item.param) and "max_exp_avg_sq" not in
+                                    self.state[item.param] for item in work):
+            # torch reads the slot from existing state: amsgrad switched on after the
+            # first step is a KeyError there
+            raise KeyError("max_exp_avg_sq")
         steps = {id(item.param): self._current_step(item, group) for item in work}
-        check_capturable_devices(group, work, lambda item: (steps[id(item.param)],))
+        # torch's foreach path leaves xla out of its device list
+        check_capturable_devices(group, work, lambda item: (steps[id(item.param)],),
+                                 xla=not group["foreach"])
         if group["differentiable"] and any(requires_grad(s) for s in steps.values()):
             raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
         if group["foreach"] and is_array(group["lr"]) and not group["capturable"]:
             raise RuntimeError(
                 "lr as a Tensor is not supported for capturable=False and foreach=True"
             )
+        if group["foreach"] and group["differentiable"]:
+            raise AssertionError("_foreach ops don't support autograd")
 
     def _sparse_grad_message(self) -> str:
         return "Adam does not support sparse gradients, please consider SparseAdam instead"

@@ -183,7 +183,11 @@ class Adamax(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any], work: list[Any]) -> None:
-        check_capturable_devices(group, work, lambda item: (self._current_step(item, group),))
+        if group["foreach"] and group["differentiable"]:
+            raise AssertionError("_foreach ops don't support autograd")
+        # torch's foreach path leaves xla out of its device list
+        check_capturable_devices(group, work, lambda item: (self._current_step(item, group),),
+                                 xla=not group["foreach"])
         lr = group["lr"]
         if (group["differentiable"] and not group["capturable"]
                 and getattr(lr, "requires_grad", False)):
