@@ -278,7 +278,8 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore attributes from :meth:`state_dict` (the caller's dict is not changed)."""
-        self.__dict__.update(state_dict)
+        with unchanged_on_error(self, self.optimizer):
+            self.__dict__.update(state_dict)
 
 
 class _LRScheduler(LRScheduler):

@@ -45,9 +45,10 @@ class _Composite(LRScheduler):
         """Restore own attributes, then each member from its nested state_dict."""
         state = dict(state_dict)
         members = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for scheduler, saved in zip(self._schedulers, members):
-            scheduler.load_state_dict(saved)
+        with unchanged_on_error(self, self.optimizer):
+            self.__dict__.update(state)
+            for scheduler, saved in zip(self._schedulers, members):
+                scheduler.load_state_dict(saved)
 
 
 class SequentialLR(_Composite):

@@ -142,10 +142,11 @@ class CyclicLR(LRScheduler):
         """Restore the attributes (and a callable-object ``scale_fn``'s ``__dict__``)."""
         state = dict(state_dict)
         fn_attrs = state.pop("_scale_fn_custom")
-        super().load_state_dict(state)
-        if fn_attrs is not None:
-            self._scale_fn_custom.__dict__.update(fn_attrs)
-        self._init_scale_fn()
+        with unchanged_on_error(self, self.optimizer):
+            super().load_state_dict(state)
+            if fn_attrs is not None:
+                self._scale_fn_custom.__dict__.update(fn_attrs)
+            self._init_scale_fn()
 
 
 class OneCycleLR(LRScheduler):

@@ -131,9 +131,10 @@ class ReduceLROnPlateau(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore attributes and re-derive the comparison from ``mode``."""
-        self.__dict__.update(state_dict)
-        self._init_is_better(mode=self.mode, threshold=self.threshold,
-                             threshold_mode=self.threshold_mode)
+        with unchanged_on_error(self, self.optimizer):
+            self.__dict__.update(state_dict)
+            self._init_is_better(mode=self.mode, threshold=self.threshold,
+                                 threshold_mode=self.threshold_mode)
 
 
 def _check_modes(mode: str, threshold_mode: str) -> None:

@@ -86,10 +86,11 @@ class _UserLambdas(LRScheduler):
         """Restore attributes, and the saved ``__dict__`` of callable-object lambdas."""
         state = dict(state_dict)
         saved = state.pop("lr_lambdas")
-        self.__dict__.update(state)
-        for fn, attrs in zip(self.lr_lambdas, saved):
-            if attrs is not None:
-                fn.__dict__.update(attrs)
+        with unchanged_on_error(self, self.optimizer):
+            self.__dict__.update(state)
+            for fn, attrs in zip(self.lr_lambdas, saved):
+                if attrs is not None:
+                    fn.__dict__.update(attrs)
 
 
 class LambdaLR(_UserLambdas):
