@@ -412,6 +412,8 @@ class LBFGS(Optimizer):
                 f"Expected exactly one param_group, but got {len(self.param_groups)}")
         group = self.param_groups[0]
         params = group["params"]
+        # a parameter's array may have been swapped since the group was added
+        self._check_group_backends(group)
         for p in params:
             data = data_of(p)
             be = get_backend(data)
