@@ -36,6 +36,7 @@ from helpers import outcome
 import portopt
 import portopt.optim
 from portopt import Parameter, SparseGrad
+from portopt.backends import get_backend
 from portopt.optim import lr_scheduler, swa_utils
 
 # -- the two sides ----------------------------------------------------------------------
@@ -266,7 +267,6 @@ def _freeze(x: Any, seen: set[int] | None = None) -> Any:
     if isinstance(x, np.generic):
         return ("scalar", str(x.dtype), x.tobytes())
     if array_api_compat.is_array_api_obj(x):
-        from portopt.backends import get_backend
         if array_api_compat.is_torch_array(x) and x.is_sparse:
             return ("torch-sparse", id(x))
         a = np.asarray(get_backend(x).to_numpy(x))
@@ -375,9 +375,13 @@ row("add_param_group-a-bare-numpy-array", _sgd(), _add(lambda c: {"params": [np.
     "(wrap arrays in portopt.Parameter, which holds their .grad)", torch=False)
 
 
-def _strict_param(values: Any, device: str | None = None) -> Parameter:
+def _strict_array(values: Any, device: str | None = None) -> Any:
     xs = pytest.importorskip("array_api_strict")
-    return Parameter(xs.asarray(np.array(values), device=xs.Device(device) if device else None))
+    return xs.asarray(np.array(values), device=xs.Device(device) if device else None)
+
+
+def _strict_param(values: Any, device: str | None = None) -> Parameter:
+    return Parameter(_strict_array(values, device))
 
 
 row("add_param_group-mixes-numpy-and-array-api-strict", _sgd(),
@@ -429,6 +433,9 @@ for _id, _edit, _exc, _message in [
     row(f"load_state_dict-{_id}", _two_groups, _load(_edit), _exc, _message)
 row("load_state_dict-not-a-dict", _two_groups, lambda c: c.opt.load_state_dict([("state", {})]),
     TypeError, "list indices must be integers or slices, not str")
+
+# (torch checks neither the loaded param_names, which replace the current ones, nor the
+# shapes of state arrays, which fail at the next step: no rows)
 
 # the size check on the last group, for every optimizer (LBFGS keeps its state apart)
 for _name in NAMES:
@@ -611,11 +618,6 @@ row("step-Adagrad-fused-sparse-grad",
 
 def _assign(make: Callable[[Case], Any]) -> Callable[[Case], Any]:
     return lambda c: setattr(c.params[-1], "grad", make(c))
-
-
-def _strict_array(values: Any, device: str | None = None) -> Any:
-    xs = pytest.importorskip("array_api_strict")
-    return xs.asarray(np.array(values), device=xs.Device(device) if device else None)
 
 
 _OF_ITS_SHAPE = "Please ensure that the gradient and the tensor are the same size"
@@ -869,6 +871,9 @@ row("SequentialLR-load-member-without-lr_lambdas", sched(_sequential, steps=1),
     KeyError, "'lr_lambdas'")
 row("ChainedScheduler-load-without-_schedulers", sched(_chained, steps=1),
     _sched_load(lambda sd: sd.pop("_schedulers")), KeyError, "'_schedulers'")
+row("SWALR-load-a-list", sched(lambda side, opt: side.swa_utils.SWALR(opt, 0.05), steps=1),
+    lambda c: c.sched.load_state_dict([5]), TypeError,
+    "cannot convert dictionary update sequence element #0 to a sequence")
 row("StepLR-load-a-list", sched(_ls("StepLR", 2), steps=1), lambda c: c.sched.load_state_dict([5]),
     TypeError, "cannot convert dictionary update sequence element #0 to a sequence")
 
