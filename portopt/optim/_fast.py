@@ -157,7 +157,7 @@ class Plan:
                 st[key] = flat[start:start + n].reshape(d.shape)
             self.state_buffers[key] = flat
         self.arrays = {k: [st[k] for st in self.states] for k in keys}
-        self.settings: list[tuple[str, Any]] | None = None
+        self.settings: tuple[Any, ...] | None = None
         self.scalar_keys = scalars
         self.scalars = {k: self.states[0][k] for k in scalars}
         self.counts_steps = "step" in self.states[0]
@@ -260,8 +260,14 @@ class Plan:
         step, as schedulers change them, but not between zero and nonzero: switching
         momentum, amsgrad or centered on asks for state the plan lacks, and the generic
         step checks that as torch does."""
-        settings = [(k, tuple(map(bool, v)) if isinstance(v, (tuple, list)) else bool(v))
-                    if k in numbers else (k, v) for k, v in group.items() if k != "params"]
+        if self.settings is None:
+            self.other_settings = operator.itemgetter(
+                *[k for k in group if k != "params" and k not in numbers])
+        try:
+            settings = (len(group), self.other_settings(group),
+                        [bool(x) for k in numbers for x in _as_tuple(group[k])])
+        except KeyError:  # a setting was removed
+            return False
         if self.settings is None:
             self.settings = settings
         try:
@@ -387,6 +393,10 @@ def _consecutive_grads(grads: list[Any], datas: list[np.ndarray],
     if flat is None or np.may_share_memory(flat, flat_params):
         return None
     return flat
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _group_allows(group: dict[str, Any], numbers: tuple[str, ...]) -> bool:
