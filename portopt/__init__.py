@@ -3,10 +3,11 @@
 Importing portopt imports neither torch nor CuPy.
 """
 
-from . import backends, functional, optim
+from . import backends, functional, optim, utils
+from .checkpoint import CheckpointError, load, save
 from .parameter import Parameter, SparseGrad, flat_parameters
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "SparseGrad", "backends", "flat_parameters", "functional", "optim",
-           "__version__"]
+__all__ = ["CheckpointError", "Parameter", "SparseGrad", "backends", "flat_parameters",
+           "functional", "load", "optim", "save", "utils", "__version__"]
