@@ -147,9 +147,12 @@ def _assert_same(pair):
             assert type(fo.state[p][key]) is type(go.state[q][key])
 
 
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls, kwargs", CONFIGS, ids=[f"{c.__name__}-{k}" for c, k in CONFIGS])
-def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, calls):
+def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, threads, calls, monkeypatch):
+    if threads == "parallel":  # these groups are small: make them take the threaded launch
+        monkeypatch.setattr(_fast, "SERIAL_BELOW", 0)
     rng = np.random.default_rng(0)
     pair = _pair(cls, kwargs, dtype, rng)
     eager = bool(pair[0][1].state)  # Adagrad makes its state in its constructor
@@ -158,6 +161,29 @@ def test_fused_equals_generic_bit_for_bit(cls, kwargs, dtype, calls):
     # the first step creates the state with the generic kernel, unless the constructor has
     # made it; every other step is fused
     assert len(calls) == (5 if eager else 4)
+
+
+def test_small_groups_run_on_one_thread(monkeypatch):
+    """Below SERIAL_BELOW elements the kernel runs with one numba thread (waking the pool
+    costs more than the work); the thread count is restored afterwards."""
+    import numba
+
+    module = _fast.kernels()
+    kernel = module.sgd_step
+    seen = []
+    monkeypatch.setattr(module, "sgd_step",
+                        lambda *a: (seen.append(numba.get_num_threads()), kernel(*a))[1])
+    before = numba.get_num_threads()
+    for size, threads in ((10, 1), (_fast.SERIAL_BELOW, before)):
+        p = portopt.Parameter(np.ones(size))
+        opt = optim.SGD([p], lr=0.5, momentum=0.5)
+        for _ in range(2):
+            p.grad = np.ones(size)
+            opt.step()
+        assert seen.pop() == threads
+        assert numba.get_num_threads() == before
+        # by hand: v1 = 1, p1 = 1 - 0.5; v2 = 0.5 + 1, p2 = 0.5 - 0.75
+        np.testing.assert_array_equal(p.data, np.full(size, -0.25))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
