@@ -48,11 +48,16 @@ RUNS: list[tuple[OptimCase, tuple[str, dict[str, Any]]]] = [
 def _cases() -> list[MigrationCase]:
     out = []
     for optim, (scheduler, kwargs) in RUNS:
+        plateau = scheduler == "ReduceLROnPlateau"
         for direction in DIRECTIONS:
             out.append(MigrationCase(optim, scheduler, kwargs, direction=direction,
-                                     plateau=scheduler == "ReduceLROnPlateau"))
+                                     plateau=plateau))
+        for direction in ("torch-to-backend", "backend-to-torch"):
+            out.append(MigrationCase(optim, scheduler, kwargs, direction=direction,
+                                     via="file", plateau=plateau))
     return out
 
 
-#: Every optimizer in every direction, the state passed as state_dict objects.
+#: Every optimizer in every direction, the state passed as state_dict objects; and
+#: between torch and portopt through a checkpoint file (portopt.save / portopt.load).
 MIGRATION_CASES: list[MigrationCase] = _cases()
