@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import portopt
-from portopt.checkpoint import to_torch
 from portopt.optim.swa_utils import AveragedModel
 
 
@@ -114,7 +113,7 @@ def test_torchs_state_dict_loads_and_ours_loads_into_torch(torch):
     assert avg.state_dict()["n_averaged"].dtype == np.int64
     # portopt -> torch
     fresh = swa_utils.AveragedModel(_torch_twin(torch, net))
-    fresh.load_state_dict(to_torch(avg.state_dict()))
+    fresh.load_state_dict(portopt.to_torch(avg.state_dict()))
     assert int(fresh.n_averaged) == 4
     torch.testing.assert_close(fresh.module[0].weight, ref.module[0].weight, rtol=0, atol=0)
 
