@@ -216,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="portopt",
         description="torch.optim on NumPy, CuPy and torch arrays, checked against torch.optim.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Each command has its own help: portopt COMMAND --help.\n\n"
+            "examples:\n"
+            "  portopt conformance -q --report report.html\n"
+            "  portopt conformance -o Adam -b numpy -d float32 --resync\n"
+            "  portopt plot-lr OneCycleLR max_lr=0.1 total_steps=100 -o onecycle.png\n"
+            "  portopt bench --quick\n\n"
+            "Python API: import portopt; portopt.optim, portopt.optim.lr_scheduler,\n"
+            "portopt.optim.swa_utils, portopt.utils, portopt.save / portopt.load,\n"
+            "portopt.testing (the conformance harness). Docs: the README."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"portopt {portopt.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -231,7 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
             "update_bn against torch.optim.swa_utils; and runs moved mid-way between "
             "torch.optim and portopt (both ways, optimizer and scheduler state) that must "
             "carry on where torch carries on. Prints one row per "
-            "case x backend x dtype and a summary; exits with 1 if any case fails."
+            "case x backend x dtype and a summary; exits with 1 if any case fails "
+            "(2 if torch is missing or no case or backend matches the filters)."
+        ),
+        epilog=(
+            "examples: portopt conformance -q --report report.html | "
+            "portopt conformance -o Adam -o OneCycleLR -b numpy | "
+            "portopt conformance -s migration -d float64 | "
+            "portopt conformance --list -o SGD"
         ),
     )
     conf.add_argument("--optimizer", "-o", action="append", metavar="NAME",

@@ -24,7 +24,11 @@ def test_version_and_help(capsys):
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "portopt", "conformance", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    assert "--report FILE" in out and "--resync" in out
+    assert "--report FILE" in out and "--resync" in out and "--progress" in out
+    top = subprocess.run([sys.executable, "-m", "portopt", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert all(command in top for command in ("conformance", "plot-lr", "bench", "--version",
+                                              "portopt COMMAND --help"))
 
 
 def test_conformance_lists_cases(capsys, torch):
