@@ -100,3 +100,64 @@ def xp(lib: Lib) -> Any:
 def torch() -> Any:
     """torch, the oracle; tests that need it skip when it is not installed."""
     return pytest.importorskip("torch")
+
+
+# -- shared fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend_registry():
+    """``portopt.backends``, its registry restored after the test (for tests that register
+    backends of their own)."""
+    from portopt import backends
+
+    saved = list(backends._REGISTRY)
+    yield backends
+    backends._REGISTRY[:] = saved
+    backends._by_type.clear()
+
+
+class Frozen(np.ndarray):
+    """An array type whose backend declares it immutable (see the ``frozen`` fixture)."""
+
+
+@pytest.fixture
+def frozen(backend_registry):
+    """The :class:`Frozen` array type, with a registered backend that declares it
+    immutable: portopt must rebind what it cannot write in place."""
+
+    @backend_registry.register_backend
+    class FrozenBackend(backend_registry.NumpyBackend):
+        name = "frozen"
+        mutable = False
+
+        @classmethod
+        def owns(cls, x):
+            return isinstance(x, Frozen)
+
+    return Frozen
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for numba's compiled kernels, torch's ops and BLAS while a module's tests
+    run (``pytestmark = pytest.mark.usefixtures("one_thread")``): their arrays are tiny,
+    and on cores busy with other work waking thread pools is what takes the time."""
+    import contextlib
+    import functools
+
+    with contextlib.ExitStack() as stack:
+        for name in ("numba", "torch"):
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+            stack.callback(functools.partial(module.set_num_threads, module.get_num_threads()))
+            module.set_num_threads(1)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            stack.enter_context(threadpool_limits(limits=1))
+        yield

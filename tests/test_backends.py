@@ -36,15 +36,7 @@ class _Tagged(np.ndarray):
     """A third-party array type (a NumPy subclass, so array-api-compat knows it)."""
 
 
-@pytest.fixture
-def registry():
-    saved = list(backends._REGISTRY)
-    yield
-    backends._REGISTRY[:] = saved
-    backends._by_type.clear()
-
-
-def test_register_backend_takes_precedence(registry):
+def test_register_backend_takes_precedence(backend_registry):
     before = get_backend(np.zeros(2).view(_Tagged))
     assert before.name == "numpy"  # a subclass of ndarray is NumPy's until someone claims it
 
@@ -63,7 +55,7 @@ def test_register_backend_takes_precedence(registry):
     assert backends.registered_backends()[0] is TaggedBackend
 
 
-def test_register_backend_rejects_what_is_not_a_backend(registry):
+def test_register_backend_rejects_what_is_not_a_backend(backend_registry):
     with pytest.raises(TypeError, match="expects a Backend subclass"):
         register_backend(object)
 
@@ -74,7 +66,7 @@ def test_register_backend_rejects_what_is_not_a_backend(registry):
         register_backend(Nameless)
 
 
-def test_a_backend_is_asked_only_once_its_library_is_loaded(registry, monkeypatch):
+def test_a_backend_is_asked_only_once_its_library_is_loaded(backend_registry, monkeypatch):
     calls = []
 
     @register_backend

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import raises
 
-from portopt import Parameter, SparseGrad, backends
+from portopt import Parameter, SparseGrad
 from portopt.utils import (
     clip_grad_norm,
     clip_grad_norm_,
@@ -393,31 +393,9 @@ def test_sparse_gradients_are_scaled_by_a_given_total(lib):
                                   np.array([[3, 0], [0, 4], [1, 1]]) * coef)
 
 
-class _Frozen(np.ndarray):
-    """An array type whose backend declares it immutable."""
-
-
-@pytest.fixture
-def immutable_backend():
-    saved = list(backends._REGISTRY)
-
-    @backends.register_backend
-    class FrozenBackend(backends.NumpyBackend):
-        name = "frozen"
-        mutable = False
-
-        @classmethod
-        def owns(cls, x):
-            return isinstance(x, _Frozen)
-
-    yield
-    backends._REGISTRY[:] = saved
-    backends._by_type.clear()
-
-
-def test_immutable_gradients_are_rebound(immutable_backend):
-    p = Parameter(np.zeros(2).view(_Frozen))
-    held = np.array([3.0, 4.0]).view(_Frozen)
+def test_immutable_gradients_are_rebound(frozen):
+    p = Parameter(np.zeros(2).view(frozen))
+    held = np.array([3.0, 4.0]).view(frozen)
     p.grad = held
     clip_grad_norm_([p], 1.0)
     assert p.grad is not held

@@ -15,9 +15,7 @@ class Tagged(np.ndarray):
 
 
 @pytest.fixture
-def tagged_backend():
-    saved = list(backends._REGISTRY)
-
+def tagged_backend(backend_registry):
     @register_backend
     class TaggedBackend(backends.Backend):
         name = "tagged"
@@ -33,9 +31,7 @@ def tagged_backend():
         def from_numpy(self, a, *, device=None):
             return np.array(a, copy=True).view(Tagged)
 
-    yield TaggedBackend
-    backends._REGISTRY[:] = saved
-    backends._by_type.clear()
+    return TaggedBackend
 
 
 class TaggedCases:

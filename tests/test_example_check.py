@@ -7,12 +7,10 @@ reference, so the checks skip without it; the hand derivation of the bug's effec
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 import runpy
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,8 @@ import pytest
 
 import portopt
 from portopt.testing import TOLERANCES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "check_your_optimizer.py"
@@ -34,32 +34,6 @@ def ex() -> Any:
     spec.loader.exec_module(module)
     return module
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread for numba's compiled kernels and torch's ops while these tests run.
-
-    The arrays here are tiny; on a machine whose cores are busy with other work, waking a
-    pool of threads for each step is what takes the time (nothing here is timed).
-    """
-    restore = []
-    try:
-        import numba
-    except ImportError:
-        pass
-    else:
-        restore.append(functools.partial(numba.set_num_threads, numba.get_num_threads()))
-        numba.set_num_threads(1)
-    try:
-        import torch
-    except ImportError:
-        pass
-    else:
-        restore.append(functools.partial(torch.set_num_threads, torch.get_num_threads()))
-        torch.set_num_threads(1)
-    yield
-    for undo in restore:
-        undo()
 
 
 def test_textbook_adam_passes_and_the_buggy_one_fails_at_step_1(ex: Any, torch: Any) -> None:

@@ -22,6 +22,8 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the example reads scikit-learn's bundled digits")
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mlp_digits.py"
 CUPY_EXAMPLE = ROOT / "examples" / "mlp_digits_cupy.py"
@@ -41,22 +43,6 @@ def ex() -> Any:
     finally:
         del sys.modules[spec.name]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    from threadpoolctl import threadpool_limits
-
-    try:
-        import numba  # portopt's compiled NumPy kernels run chunks on numba's threads
-    except ImportError:
-        numba = None
-    threads = numba.get_num_threads() if numba is not None else None
-    with threadpool_limits(limits=1):
-        if numba is not None:
-            numba.set_num_threads(1)
-        yield
-    if numba is not None:
-        numba.set_num_threads(threads)
 
 
 def run_script(path: Path, *args: str) -> subprocess.CompletedProcess[str]:

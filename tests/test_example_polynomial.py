@@ -8,17 +8,17 @@ finite-difference and first-step tests are derived by hand and need none.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 import runpy
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "polynomial_sin.py"
 STEPS = 300  # a short run, well before the zig-zag phase (see test_same_run_as_torch)
@@ -31,32 +31,6 @@ def ex() -> Any:
     spec.loader.exec_module(module)
     return module
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread for numba's compiled kernels and torch's ops while these tests run.
-
-    The arrays here are tiny; on a machine whose cores are busy with other work, waking a
-    pool of threads for each step is what takes the time (nothing here is timed).
-    """
-    restore = []
-    try:
-        import numba
-    except ImportError:
-        pass
-    else:
-        restore.append(functools.partial(numba.set_num_threads, numba.get_num_threads()))
-        numba.set_num_threads(1)
-    try:
-        import torch
-    except ImportError:
-        pass
-    else:
-        restore.append(functools.partial(torch.set_num_threads, torch.get_num_threads()))
-        torch.set_num_threads(1)
-    yield
-    for undo in restore:
-        undo()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import portopt
-from portopt import Parameter, SparseGrad, backends
+from portopt import Parameter, SparseGrad
 from portopt.optim import SGD, Adam, AdamW
 
 # -- nothing lost: a failure on the last parameter of a group, for all 15 optimizers -----------
@@ -248,33 +248,11 @@ def test_parameters_are_updated_in_place():
     np.testing.assert_array_equal(a, [0.5, 0.5, 0.5])
 
 
-class _Frozen(np.ndarray):
-    """An array type whose backend declares it immutable."""
-
-
-@pytest.fixture
-def immutable_backend():
-    saved = list(backends._REGISTRY)
-
-    @backends.register_backend
-    class FrozenBackend(backends.NumpyBackend):
-        name = "frozen"
-        mutable = False
-
-        @classmethod
-        def owns(cls, x):
-            return isinstance(x, _Frozen)
-
-    yield
-    backends._REGISTRY[:] = saved
-    backends._by_type.clear()
-
-
-def test_immutable_arrays_are_rebound(immutable_backend):
-    a = np.ones(2).view(_Frozen)
+def test_immutable_arrays_are_rebound(frozen):
+    a = np.ones(2).view(frozen)
     p = Parameter(a)
     opt = SGD([p], lr=0.5)
-    p.grad = np.ones(2).view(_Frozen)
+    p.grad = np.ones(2).view(frozen)
     opt.step()
     assert p.data is not a
     np.testing.assert_array_equal(np.asarray(a), [1.0, 1.0])
