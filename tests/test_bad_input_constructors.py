@@ -325,7 +325,8 @@ def _overlap(s: Side, name: str = "SGD") -> Any:
 
 def _duplicate(s: Side) -> Any:
     p = s.param()
-    return s.optim.SGD([p, p])
+    with pytest.warns(UserWarning, match="a parameter group with duplicate parameters"):
+        return s.optim.SGD([p, p])
 
 
 row("SGD(one parameter in two groups)", _overlap, ValueError, OVERLAP)
