@@ -441,3 +441,19 @@ def test_swapped_arrays_make_a_new_plan(calls):
     for edit in (None, replace_state, None, rebind, reload, None):
         step(edit)
     assert calls == ["sgd_step"] * 6
+
+
+def test_writeable_flags_are_read_in_compiled_code():
+    """The layout probe finds the flags field, and the compiled check reads each array's
+    writeable bit as NumPy reports it."""
+    module = _fast.kernels()
+    layout = module.array_layout()
+    assert layout is not None and len(layout) == 7
+    arrays = [np.zeros(3), np.zeros((2, 2), np.float32), np.zeros(())]
+    ids = np.array([id(a) for a in arrays], np.int64)
+    assert module.all_writeable(ids, layout)
+    for a in arrays:
+        a.flags.writeable = False
+        assert not module.all_writeable(ids, layout)
+        a.flags.writeable = True
+    assert module.all_writeable(ids, layout)

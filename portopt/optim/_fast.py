@@ -204,6 +204,8 @@ class Plan:
         layout = numba_kernels.array_layout()
         self.layout = layout
         if layout is not None:
+            # valid while the plan holds the same arrays, which gather() checks first
+            self.data_ids = np.fromiter(map(id, self.datas), np.int64, len(self.datas))
             self.check = (layout, id(np.ndarray), id(self.grads.dtype), itemsize,
                           np.array([d.ndim for d in self.datas], np.int64),
                           np.array([n for d in self.datas for n in d.shape], np.int64),
@@ -226,7 +228,7 @@ class Plan:
                 or not self._same_settings(group, numbers)
                 or not all(map(operator.is_, params, self.params))
                 or not all(map(operator.is_, map(_data, params), self.datas))
-                or not all(map(_writeable, self.datas))
+                or not self._writeable()
                 or not all(map(operator.is_, map(state.get, params), self.states))):
             return False
         for key, arrays in self.arrays.items():
@@ -257,6 +259,13 @@ class Plan:
             return False
         self.grad_view = self.grads
         return True
+
+    def _writeable(self) -> bool:
+        """Whether every parameter array may still be written (one made read-only after
+        planning must take the checked step, which refuses it)."""
+        if self.compiled and self.layout is not None:
+            return kernels().all_writeable(self.data_ids, self.layout)
+        return all(map(_writeable, self.datas))
 
     def _same_settings(self, group: dict[str, Any], numbers: tuple[str, ...]) -> bool:
         """Whether the group's settings are still those the plan was built with (the

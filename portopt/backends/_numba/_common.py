@@ -93,6 +93,10 @@ def maximum(a, b):  # noqa: ANN001, ANN202
 CHUNK = 1 << 15
 
 PARAM, GRAD, OFFSET, LENGTH = range(4)  # the columns of a chunk table
+#: the entries of ``array_layout()``
+TYPE_AT, DATA_AT, NDIM_AT, DIMS_AT, STRIDES_AT, DESCR_AT, FLAGS_AT = range(7)
+#: NPY_ARRAY_WRITEABLE, a bit of an ndarray's flags (NumPy's C API; the probe checks it)
+_WRITEABLE = 0x0400
 
 
 @numba.njit(inline="always")
@@ -119,13 +123,15 @@ def _peek(typingctx, address, kind):  # noqa: ANN001, ANN202
 
 @functools.cache
 def array_layout() -> np.ndarray | None:
-    """Byte offsets of an ndarray object's type, data pointer, ndim, dimensions, strides
-    and descr fields, found by probing arrays whose values are known; ``None`` when the
-    probe does not find all of them consistently."""
+    """Byte offsets of an ndarray object's type, data pointer, ndim, dimensions, strides,
+    descr and flags fields, found by probing arrays whose values are known; ``None`` when
+    the probe does not find all of them consistently."""
     word = ctypes.sizeof(ctypes.c_void_p)
     if word != 8:
         return None
-    probes = [np.zeros((2, 3), np.float32), np.zeros((5,), np.float64), np.zeros((), np.int8)]
+    read_only = np.zeros((5,), np.float64)
+    read_only.flags.writeable = False
+    probes = [np.zeros((2, 3), np.float32), read_only, np.zeros((), np.int8)]
     found = []
     for a in probes:
         words = list((ctypes.c_int64 * 8).from_address(id(a)))
@@ -144,7 +150,11 @@ def array_layout() -> np.ndarray | None:
             if values and list((ctypes.c_int64 * a.ndim).from_address(pointer_value)) != list(
                     values):
                 return None
-        found.append((type_at, data_at, ndim_at, dims_at, strides_at, descr_at))
+        flags_at = descr_at + word  # NumPy's struct: descr, then the flags (an int)
+        flags = ctypes.c_int.from_address(id(a) + flags_at).value
+        if flags != a.flags.num or bool(flags & _WRITEABLE) != a.flags.writeable:
+            return None
+        found.append((type_at, data_at, ndim_at, dims_at, strides_at, descr_at, flags_at))
     if len(set(found)) != 1:
         return None
     return np.array(found[0], np.int64)
@@ -158,7 +168,8 @@ def gradient_rows(objects, layout, ndarray_type, descr, itemsize, ndims, shapes,
     of the expected dtype object (``descr``), C-contiguous, with its parameter's shape
     (``ndims[k]`` dimensions listed from ``shapes[shape_starts[k]]``). ``False``, with
     the table untouched, when one is not."""
-    type_at, data_at, ndim_at, dims_at, strides_at, descr_at = layout
+    type_at, data_at, ndim_at = layout[TYPE_AT], layout[DATA_AT], layout[NDIM_AT]
+    dims_at, strides_at, descr_at = layout[DIMS_AT], layout[STRIDES_AT], layout[DESCR_AT]
     bases = np.empty(objects.size, np.int64)
     for k in range(objects.size):
         obj = objects[k]
@@ -185,4 +196,16 @@ def gradient_rows(objects, layout, ndarray_type, descr, itemsize, ndims, shapes,
         bases[k] = _peek(obj + data_at, types.int64)
     for c in range(tensor_of.size):
         table[c, GRAD] = bases[tensor_of[c]] + start_of[c] * itemsize
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def all_writeable(objects, layout):  # noqa: ANN001, ANN201
+    """Whether every ndarray at the addresses ``objects`` (``id(a)``) is writeable, read
+    from its flags field: one pass in compiled code instead of a flags object per
+    array. The caller guarantees the objects are live ndarrays."""
+    flags_at = layout[FLAGS_AT]
+    for k in range(objects.size):
+        if _peek(objects[k] + flags_at, types.int32) & _WRITEABLE == 0:
+            return False
     return True
