@@ -343,7 +343,11 @@ def test_new_gradients_are_read_where_they_are(monkeypatch):
 
     g = rng.standard_normal((5, 7))
     assert gather(g) == (True, False)
-    assert plan.table[0, 1] == g.ctypes.data and plan.held[0] is g
+    assert plan.table[0, 1] == g.ctypes.data
+    # portopt Parameters are read through their slots (the Parameter holds g); any
+    # other parameter's gradients are held by the plan while the table points at them
+    assert plan.rows is not None if _fast.kernels().parameter_slots(portopt.Parameter) \
+        is not None else plan.held[0] is g
     assert plan.table[1, 1] == params[1].grad.ctypes.data  # chunks of the big gradient
     assert plan.table[2, 1] == params[1].grad.ctypes.data + 32768 * 8
     assert gather(np.asfortranarray(rng.standard_normal((5, 7)))) == (True, True)
@@ -457,3 +461,42 @@ def test_writeable_flags_are_read_in_compiled_code():
         assert not module.all_writeable(ids, layout)
         a.flags.writeable = True
     assert module.all_writeable(ids, layout)
+
+
+def test_parameter_slots_are_read_in_compiled_code():
+    """The probe finds Parameter's data and _grad slots; a planned group whose array is
+    swapped or made read-only, or whose gradient is missing, leaves the plan for the
+    generic step (which refuses the read-only array and skips the missing gradient)."""
+    module = _fast.kernels()
+    if module.array_layout() is None or module.parameter_slots(portopt.Parameter) is None:
+        pytest.skip("the object layouts were not recognised here: the slots are not read")
+    slots = module.parameter_slots(portopt.Parameter)
+    p = portopt.Parameter(np.zeros(3))
+    p.grad = np.ones(3)
+    import ctypes
+
+    assert ctypes.c_int64.from_address(id(p) + int(slots[0])).value == id(p.data)
+    assert ctypes.c_int64.from_address(id(p) + int(slots[1])).value == id(p.grad)
+
+    params = [portopt.Parameter(np.ones(4)) for _ in range(3)]
+    opt = SGD(params, lr=0.5, momentum=0.5)
+    for _ in range(2):
+        for q in params:
+            q.grad = np.ones(4)
+        opt.step()
+    plan = _planned(opt)
+    assert plan.rows is not None
+    group = opt.param_groups[0]
+    for q in params:
+        q.grad = np.ones(4)
+    assert plan.gather(group, opt.state, opt._fused_numbers)
+    old = params[2].data
+    params[2].data = np.ones(4)  # swapped: the plan no longer holds
+    assert not plan.gather(group, opt.state, opt._fused_numbers)
+    params[2].data = old
+    assert plan.gather(group, opt.state, opt._fused_numbers)
+    old.flags.writeable = False  # read-only: the checked step must refuse it
+    assert not plan.gather(group, opt.state, opt._fused_numbers)
+    old.flags.writeable = True
+    params[1].grad = None  # not an array: the gradients cannot be read in place
+    assert not plan.gather(group, opt.state, opt._fused_numbers)

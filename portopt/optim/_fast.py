@@ -112,6 +112,7 @@ SERIAL_BELOW = 1 << 15
 _data = operator.attrgetter("data")
 _writeable = operator.attrgetter("flags.writeable")
 _grad = operator.attrgetter("grad")
+_grad_slot = operator.attrgetter("_grad")
 _shape = operator.attrgetter("shape")
 
 
@@ -148,7 +149,7 @@ class Plan:
         self.shapes = [d.shape for d in self.datas]
         # portopt.Parameter's gradient slot read directly (its property is a Python call)
         exact = all(type(p) is Parameter for p in self.params)
-        self.grad_of = operator.attrgetter("_grad") if exact else _grad
+        self.grad_of = _grad_slot if exact else _grad
         self.states = [state[p] for p in self.params]
         dtype = self.datas[0].dtype
         sizes = np.array([d.size for d in self.datas], np.int64)
@@ -169,6 +170,8 @@ class Plan:
         self.grads = np.empty(total, dtype)  # where gradients are gathered
         self.grad_view = self.grads  # the gradients as one flat array (chunked mode)
         self.held: list[Any] = []  # the gradients a compiled step reads, kept alive
+        # (slots, arrays' addresses, ...) when the Parameters are read in compiled code
+        self.rows: tuple[Any, ...] | None = None
         # gradients that are consecutive views of one buffer (flat_parameters(grads=True)),
         # read where they are while the group holds them; looked for a few times only
         self.grad_list: list[Any] = []
@@ -211,6 +214,12 @@ class Plan:
                           np.array([n for d in self.datas for n in d.shape], np.int64),
                           np.concatenate(([0], np.cumsum([d.ndim for d in self.datas])[:-1]))
                           .astype(np.int64))
+        slots = numba_kernels.parameter_slots(Parameter) if layout is not None else None
+        if slots is not None and self.flat_params is None and self.grad_of is _grad_slot:
+            # portopt Parameters: their arrays and gradients are read from their slots in
+            # compiled code (the objects are held by the plan, so their addresses stay)
+            self.param_ids = np.fromiter(map(id, self.params), np.int64, len(self.params))
+            self.rows = (slots, self.data_ids, *self.check)
         if self.flat_params is not None:
             starts = np.arange(0, self.total, chunk, dtype=np.int64)
             self.flat_table = np.stack(
@@ -226,9 +235,7 @@ class Plan:
         if (group is not self.group or len(params) != len(self.params)
                 or not _group_allows(group, numbers)
                 or not self._same_settings(group, numbers)
-                or not all(map(operator.is_, params, self.params))
-                or not all(map(operator.is_, map(_data, params), self.datas))
-                or not self._writeable()
+                or not self._same_params(params)
                 or not all(map(operator.is_, map(state.get, params), self.states))):
             return False
         for key, arrays in self.arrays.items():
@@ -244,6 +251,15 @@ class Plan:
             if steps.count(steps[0]) != len(steps):
                 return False
             self.step = steps[0]
+        if self.rows is not None:
+            found = kernels().parameter_rows(self.param_ids, *self.rows, self.tensor_of,
+                                             self.start_of, self.table)
+            if found == 0:  # the gradients' addresses are in the table
+                # (the Parameters hold the gradients until the step has run)
+                self.run_table, self.held = self.table, []
+                return True
+            if found == 1:
+                return False
         grads = list(map(self.grad_of, params))
         flat = self._flat_grads(grads)
         if self.compiled:
@@ -259,6 +275,19 @@ class Plan:
             return False
         self.grad_view = self.grads
         return True
+
+    def _same_params(self, params: list[Any]) -> bool:
+        """Whether the group holds the planned parameters, and they the planned arrays,
+        still writeable (with slot-read Parameters, the arrays are checked in compiled
+        code by ``gather``)."""
+        if self.compiled and self.rows is not None:
+            try:  # Parameters compare by identity: one C-level pass over the list
+                return params == self.params
+            except Exception:  # another object put in the list may refuse to compare
+                return False
+        return (all(map(operator.is_, params, self.params))
+                and all(map(operator.is_, map(_data, params), self.datas))
+                and self._writeable())
 
     def _writeable(self) -> bool:
         """Whether every parameter array may still be written (one made read-only after

@@ -26,9 +26,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._common import CHUNK, all_writeable, array_layout, gradient_rows
+from ._common import (
+    CHUNK,
+    all_writeable,
+    array_layout,
+    gradient_rows,
+    parameter_rows,
+    parameter_slots,
+)
 
-__all__ = ["CHUNK", "all_writeable", "array_layout", "gradient_rows"]
+__all__ = ["CHUNK", "all_writeable", "array_layout", "gradient_rows", "parameter_rows",
+           "parameter_slots"]
 
 
 def __getattr__(name: str) -> Any:

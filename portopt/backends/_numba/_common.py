@@ -209,3 +209,49 @@ def all_writeable(objects, layout):  # noqa: ANN001, ANN201
         if _peek(objects[k] + flags_at, types.int32) & _WRITEABLE == 0:
             return False
     return True
+
+
+@numba.njit(cache=True)  # not nogil: it reads references the parameters hold
+def parameter_rows(params, slots, datas, layout, ndarray_type, descr, itemsize, ndims,
+                   shapes, shape_starts, tensor_of, start_of, table):  # noqa: ANN001, ANN201
+    """Check a planned group's ``portopt.Parameter`` objects (addresses ``params``) in one
+    pass: each still holds its planned array (address ``datas[k]``, read from the
+    ``data`` slot at offset ``slots[0]``), writeable; then read each gradient from the
+    ``_grad`` slot (``slots[1]``) and fill the table as :func:`gradient_rows` does.
+    0: done; 1: an array was replaced or made read-only (the plan no longer holds);
+    2: a gradient cannot be read in place (the caller gathers the gradients)."""
+    flags_at = layout[FLAGS_AT]
+    grads = np.empty(params.size, np.int64)
+    for k in range(params.size):
+        if _peek(params[k] + slots[0], types.int64) != datas[k]:
+            return 1
+        if _peek(datas[k] + flags_at, types.int32) & _WRITEABLE == 0:
+            return 1
+        grads[k] = _peek(params[k] + slots[1], types.int64)
+        if grads[k] == 0:  # an emptied slot: Python raises for it, not this
+            return 2
+    if gradient_rows(grads, layout, ndarray_type, descr, itemsize, ndims, shapes,
+                     shape_starts, tensor_of, start_of, table):
+        return 0
+    return 2
+
+
+@functools.cache
+def parameter_slots(parameter_type: type) -> np.ndarray | None:
+    """Byte offsets of the ``data`` and ``_grad`` slots in ``parameter_type``'s objects,
+    found by probing objects whose values are known; ``None`` when they are not found
+    consistently."""
+    word = ctypes.sizeof(ctypes.c_void_p)
+    size = parameter_type.__basicsize__ // word  # the object itself, slots included
+    found = set()
+    for _ in range(2):
+        data, grad = np.zeros(1), np.zeros(1)
+        p = parameter_type(data)
+        p._grad = grad
+        words = list((ctypes.c_int64 * size).from_address(id(p)))
+        if words.count(id(data)) != 1 or words.count(id(grad)) != 1:
+            return None
+        found.add((words.index(id(data)) * word, words.index(id(grad)) * word))
+    if len(found) != 1:
+        return None
+    return np.array(found.pop(), np.int64)
