@@ -215,7 +215,7 @@ class Plan:
                           np.concatenate(([0], np.cumsum([d.ndim for d in self.datas])[:-1]))
                           .astype(np.int64))
         slots = numba_kernels.parameter_slots(Parameter) if layout is not None else None
-        if slots is not None and self.flat_params is None and self.grad_of is _grad_slot:
+        if slots is not None and self.grad_of is _grad_slot:
             # portopt Parameters: their arrays and gradients are read from their slots in
             # compiled code (the objects are held by the plan, so their addresses stay)
             self.param_ids = np.fromiter(map(id, self.params), np.int64, len(self.params))
