@@ -21,7 +21,7 @@ import pytest
 from helpers import raises
 
 import portopt
-from portopt import checkpoint, optim
+from portopt import _checkpoint_zip, checkpoint, optim
 from portopt.optim import lr_scheduler, swa_utils
 from portopt.testing._tolerances import TOLERANCES
 
@@ -213,8 +213,8 @@ def test_the_same_object_gives_the_same_bytes(tmp_path):
 def test_zip64_records_are_written_and_read(tmp_path, monkeypatch):
     # Real ZIP64 needs 4 GiB or 65535 members; lowering the thresholds makes this small
     # file use every ZIP64 record (member sizes, offsets, end record and locator).
-    monkeypatch.setattr(checkpoint, "_ZIP64_FROM_SIZE", 100)
-    monkeypatch.setattr(checkpoint, "_ZIP64_FROM_COUNT", 2)
+    monkeypatch.setattr(_checkpoint_zip, "_ZIP64_FROM_SIZE", 100)
+    monkeypatch.setattr(_checkpoint_zip, "_ZIP64_FROM_COUNT", 2)
     obj = {"w": np.arange(40.0), "b": np.ones(3, np.float32), "lr": 0.5}
     path = tmp_path / "ckpt.npz"
     portopt.save(obj, path)
